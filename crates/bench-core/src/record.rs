@@ -1,0 +1,176 @@
+//! What the client observed for one request: raw instants, token counts and the outcome.
+//!
+//! Records keep `Instant`s exactly as taken; every duration is derived by a method, so the
+//! metrics code can never mix up which clock reading a figure came from.
+
+use std::time::{Duration, Instant};
+
+/// Why a request did not complete. Callers group failures by [`FailureReason::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailureReason {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("HTTP {status}: {message}")]
+    HttpStatus { status: u16, message: String },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("stream cut before its end: {0}")]
+    StreamCut(String),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("server error event: {0}")]
+    ServerError(String),
+    #[error("stream ended without any output")]
+    NoOutput,
+    #[error("interrupted before it finished")]
+    Interrupted,
+}
+
+impl FailureReason {
+    /// A stable short name for grouping and for result files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::HttpStatus { .. } => "http_status",
+            Self::Timeout(_) => "timeout",
+            Self::StreamCut(_) => "stream_cut",
+            Self::Malformed(_) => "malformed_event",
+            Self::ServerError(_) => "server_error_event",
+            Self::NoOutput => "no_output",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Grouping key: the kind plus, for HTTP errors, the status, so `http_500` and `http_429`
+    /// are counted apart.
+    pub fn group(&self) -> String {
+        match self {
+            Self::HttpStatus { status, .. } => format!("http_{status}"),
+            other => other.kind().to_string(),
+        }
+    }
+}
+
+/// Where a completed request's output token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCountSource {
+    /// `usage.completion_tokens` from the server.
+    Usage,
+    /// The server sent no usage: the generated text was tokenized by the client.
+    Tokenized,
+}
+
+/// One request's observations.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// Position in the measured request list.
+    pub index: usize,
+    /// When the arrival schedule wanted it sent (rate mode only).
+    pub scheduled: Option<Instant>,
+    /// Handed to the HTTP client.
+    pub sent: Instant,
+    /// Arrival of each event that carried output, in order.
+    pub output_events: Vec<Instant>,
+    /// Events known (from `token_ids`) to carry more than one token.
+    pub multi_token_events: u32,
+    /// When the request ended, successfully or not.
+    pub ended: Instant,
+    /// The prompt's length as the client built it.
+    pub input_tokens: u64,
+    /// `usage.prompt_tokens` when the server reported it.
+    pub server_prompt_tokens: Option<u64>,
+    /// Output tokens (see `token_source`); 0 for failures.
+    pub output_tokens: u64,
+    pub token_source: TokenCountSource,
+    /// `max_tokens` that was asked for.
+    pub requested_output_tokens: u64,
+    pub outcome: Result<(), FailureReason>,
+}
+
+impl RequestRecord {
+    pub fn is_success(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Time to first token.
+    pub fn ttft(&self) -> Option<Duration> {
+        self.output_events.first().map(|t| *t - self.sent)
+    }
+
+    /// End-to-end latency: send to the last output event.
+    pub fn e2el(&self) -> Option<Duration> {
+        self.output_events.last().map(|t| *t - self.sent)
+    }
+
+    /// Decode time per output token, first token excluded; defined for 2+ output tokens.
+    pub fn tpot(&self) -> Option<Duration> {
+        if self.output_tokens < 2 {
+            return None;
+        }
+        let decode = self.e2el()? - self.ttft()?;
+        Some(decode.div_f64((self.output_tokens - 1) as f64))
+    }
+
+    /// Gaps between successive output events.
+    pub fn itls(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.output_events.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// How late the send was against the arrival schedule.
+    pub fn send_lag(&self) -> Option<Duration> {
+        self.scheduled.map(|s| self.sent.saturating_duration_since(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(events_ms: &[u64], output_tokens: u64) -> RequestRecord {
+        let t0 = Instant::now();
+        RequestRecord {
+            index: 0,
+            scheduled: None,
+            sent: t0,
+            output_events: events_ms
+                .iter()
+                .map(|ms| t0 + Duration::from_millis(*ms))
+                .collect(),
+            multi_token_events: 0,
+            ended: t0 + Duration::from_millis(events_ms.last().copied().unwrap_or(0)),
+            input_tokens: 10,
+            server_prompt_tokens: None,
+            output_tokens,
+            token_source: TokenCountSource::Usage,
+            requested_output_tokens: output_tokens,
+            outcome: Ok(()),
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_definitions() {
+        let r = record(&[50, 60, 70, 80], 4);
+        assert_eq!(r.ttft(), Some(Duration::from_millis(50)));
+        assert_eq!(r.e2el(), Some(Duration::from_millis(80)));
+        assert_eq!(r.tpot(), Some(Duration::from_millis(10)));
+        assert_eq!(r.itls().count(), 3);
+    }
+
+    #[test]
+    fn tpot_divides_by_tokens_not_events() {
+        // Two events carrying 5 tokens: 4 decode tokens over 40 ms.
+        let r = record(&[50, 90], 5);
+        assert_eq!(r.tpot(), Some(Duration::from_millis(10)));
+        assert_eq!(record(&[50], 1).tpot(), None);
+    }
+
+    #[test]
+    fn failure_groups_keep_http_status_apart() {
+        let a = FailureReason::HttpStatus {
+            status: 500,
+            message: "x".into(),
+        };
+        assert_eq!(a.group(), "http_500");
+        assert_eq!(FailureReason::NoOutput.group(), "no_output");
+    }
+}
