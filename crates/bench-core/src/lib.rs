@@ -1,6 +1,27 @@
-//! inferperf's measurement library.
+//! inferperf's measurement library: everything between a validated configuration and a result
+//! file, with no command-line parsing.
+//!
+//! Measurement is kept apart from analysis. [`client`] and [`runner`] produce
+//! [`record::RequestRecord`]s of raw instants, token counts and outcomes; [`metrics`] and
+//! [`stats`] are pure functions over records; [`result`] turns a [`run::RunReport`] into the result
+//! file. [`stream`] (SSE decoding and event classification) and [`prompt`] (exact-length random
+//! prompts) are pure too, so each is tested without a network.
+
+pub mod client;
+pub mod config;
+pub mod metrics;
+pub mod overhead;
+pub mod progress;
 pub mod prompt;
 pub mod record;
+pub mod request;
+pub mod result;
+pub mod run;
+pub mod runner;
 pub mod stats;
 pub mod stream;
+pub mod summary;
 pub mod tokenizer;
+
+pub use config::{Endpoint, RequestRate, RunConfig, Slo};
+pub use run::{execute, load_tokenizer, prepare, RunError, RunReport};

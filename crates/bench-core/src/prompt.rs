@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 pub const MAX_REPAIR_ROUNDS: usize = 12;
 
 /// Which prompts to build.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PromptSpec {
     /// `L`: mean random length in tokens (server count, prefix excluded).
     pub input_len: u64,
@@ -100,7 +100,11 @@ pub fn build(
         Vec::new()
     };
     let prefix_segment = match (&pool.is_empty(), prefix.is_empty()) {
-        (false, false) => Some(exact_segment(tokenizer, prefix.clone(), &mut pool_rng(spec.seed, 4))?),
+        (false, false) => Some(exact_segment(
+            tokenizer,
+            prefix.clone(),
+            &mut pool_rng(spec.seed, 4),
+        )?),
         _ => None,
     };
     let build_all = |fast: bool| {
@@ -171,7 +175,11 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(tokenizer: &PromptTokenizer, text: String, ids: Vec<u32>) -> Result<Self, TokenizerError> {
+    fn new(
+        tokenizer: &PromptTokenizer,
+        text: String,
+        ids: Vec<u32>,
+    ) -> Result<Self, TokenizerError> {
         let mut seg = Self {
             text,
             ids,
@@ -193,7 +201,9 @@ impl Segment {
                 break;
             }
             let piece = tokenizer.decode(&seg.ids[seg.ids.len() - m..])?;
-            if seg.text.ends_with(&piece) && tokenizer.encode(&piece)? == seg.ids[seg.ids.len() - m..] {
+            if seg.text.ends_with(&piece)
+                && tokenizer.encode(&piece)? == seg.ids[seg.ids.len() - m..]
+            {
                 seg.tail = Some((seg.text.len() - piece.len(), m));
                 break;
             }
@@ -210,10 +220,7 @@ fn pool_rng(seed: u64, tag: u8) -> ChaCha8Rng {
 }
 
 /// Random ids, decoded and re-encoded: the re-encoded ids are canonical for the text.
-fn canonical_segment(
-    tokenizer: &PromptTokenizer,
-    ids: &[u32],
-) -> Result<Segment, TokenizerError> {
+fn canonical_segment(tokenizer: &PromptTokenizer, ids: &[u32]) -> Result<Segment, TokenizerError> {
     let text = tokenizer.decode(ids)?;
     let ids = tokenizer.encode(&text)?;
     Segment::new(tokenizer, text, ids)
@@ -267,7 +274,11 @@ fn joins_cleanly(
     else {
         return Ok(false);
     };
-    let joint = tokenizer.encode(&format!("{}{}", &left.text[tail_at..], &right.text[..head_len]))?;
+    let joint = tokenizer.encode(&format!(
+        "{}{}",
+        &left.text[tail_at..],
+        &right.text[..head_len]
+    ))?;
     let expected = left.ids[left.ids.len() - tail_tokens..]
         .iter()
         .chain(&right.ids[..head_tokens]);
@@ -439,7 +450,8 @@ fn build_one(
         }
         ids = encoded;
     }
-    let (_, text, len) = best.ok_or_else(|| TokenizerError::Tokenize("no repair round ran".into()))?;
+    let (_, text, len) =
+        best.ok_or_else(|| TokenizerError::Tokenize("no repair round ran".into()))?;
     Ok(Prompt {
         text,
         tokens: len as u64 + specials,

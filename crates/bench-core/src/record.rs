@@ -56,6 +56,8 @@ impl FailureReason {
 pub enum TokenCountSource {
     /// `usage.completion_tokens` from the server.
     Usage,
+    /// No usage, but every event named its `token_ids`.
+    EventTokenIds,
     /// The server sent no usage: the generated text was tokenized by the client.
     Tokenized,
 }
@@ -118,7 +120,8 @@ impl RequestRecord {
 
     /// How late the send was against the arrival schedule.
     pub fn send_lag(&self) -> Option<Duration> {
-        self.scheduled.map(|s| self.sent.saturating_duration_since(s))
+        self.scheduled
+            .map(|s| self.sent.saturating_duration_since(s))
     }
 }
 

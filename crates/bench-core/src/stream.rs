@@ -277,7 +277,10 @@ pub fn classify<'a>(frame: SseFrame<'a>, api: ApiKind) -> Result<StreamEvent<'a>
                 return Ok(finish_or_other(finished, chunk.usage));
             }
             let mut text = delta.content.unwrap_or(Cow::Borrowed(""));
-            for extra in [delta.reasoning_content, delta.reasoning].into_iter().flatten() {
+            for extra in [delta.reasoning_content, delta.reasoning]
+                .into_iter()
+                .flatten()
+            {
                 text.to_mut().push_str(&extra);
             }
             text
@@ -324,7 +327,9 @@ mod tests {
         let mut d = SseDecoder::new();
         let mut out = Vec::new();
         for c in chunks {
-            d.feed(c, |f| out.push((f.event.map(<[u8]>::to_vec), f.data.to_vec())));
+            d.feed(c, |f| {
+                out.push((f.event.map(<[u8]>::to_vec), f.data.to_vec()))
+            });
         }
         d.finish(|f| out.push((f.event.map(<[u8]>::to_vec), f.data.to_vec())));
         out
@@ -341,7 +346,10 @@ mod tests {
     #[test]
     fn multi_line_data_is_joined_and_comments_skipped() {
         let got = frames(&[b": keep-alive\n\nevent: error\ndata: line1\ndata:line2\n\n"]);
-        assert_eq!(got, vec![(Some(b"error".to_vec()), b"line1\nline2".to_vec())]);
+        assert_eq!(
+            got,
+            vec![(Some(b"error".to_vec()), b"line1\nline2".to_vec())]
+        );
     }
 
     #[test]

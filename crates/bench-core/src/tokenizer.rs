@@ -67,8 +67,9 @@ impl HubSettings {
                 .unwrap_or_else(|| PathBuf::from(".cache/huggingface"))
                 .join("hub")
         });
-        let offline = var("HF_HUB_OFFLINE")
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
         Self {
             cache_dir,
             offline,
@@ -82,7 +83,10 @@ impl HubSettings {
         let repo = self.repo_dir(id);
         let rev = std::fs::read_to_string(repo.join("refs/main")).ok()?;
         let snapshot = repo.join("snapshots").join(rev.trim());
-        snapshot.join("tokenizer.json").is_file().then_some(snapshot)
+        snapshot
+            .join("tokenizer.json")
+            .is_file()
+            .then_some(snapshot)
     }
 
     fn repo_dir(&self, id: &str) -> PathBuf {

@@ -1,0 +1,291 @@
+//! Sending one streaming request and recording what arrives.
+//!
+//! Timestamps: `sent` is taken just before the request is handed to the HTTP client; each
+//! network read is stamped the moment it returns, before any parsing, and every event decoded
+//! from that read gets that stamp. Headers (HTTP 200) arrive before prefill ends on real servers,
+//! so nothing is measured at the headers.
+//!
+//! Connections: HTTP/1.1 keep-alive with `TCP_NODELAY`, an unbounded idle pool (warm-up requests
+//! leave connections open so measured requests do not pay for set-up) and no proxy (a proxy from
+//! the environment would sit inside every measured latency).
+
+use crate::record::{FailureReason, RequestRecord, TokenCountSource};
+use crate::request::RequestPlan;
+use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
+use crate::tokenizer::PromptTokenizer;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Longest error body kept from a failed response.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+/// A reusable client for one endpoint.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    api: ApiKind,
+    api_key: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(
+        url: String,
+        api: ApiKind,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .pool_idle_timeout(Duration::from_secs(300))
+            .no_proxy()
+            .build()?;
+        Ok(Self {
+            http,
+            url,
+            api,
+            api_key,
+            timeout,
+        })
+    }
+
+    /// Sends `plan` and streams the reply to its end, a failure, the timeout or `abort`.
+    ///
+    /// `tokenizer` counts output tokens when the server sends no usage.
+    pub async fn send(
+        &self,
+        plan: &RequestPlan,
+        scheduled: Option<Instant>,
+        tokenizer: Option<&PromptTokenizer>,
+        abort: &CancellationToken,
+    ) -> RequestRecord {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(plan.body.clone());
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let mut state = StreamState::new(self.api, plan.max_tokens);
+        let sent = Instant::now();
+        let deadline = tokio::time::Instant::from_std(sent + self.timeout);
+        let outcome = tokio::select! {
+            biased;
+            () = abort.cancelled() => Err(FailureReason::Interrupted),
+            r = tokio::time::timeout_at(deadline, self.exchange(req, &mut state)) => {
+                r.unwrap_or(Err(FailureReason::Timeout(self.timeout)))
+            }
+        };
+        let ended = Instant::now();
+        state.into_record(plan, scheduled, sent, ended, outcome, tokenizer)
+    }
+
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        state: &mut StreamState,
+    ) -> Result<(), FailureReason> {
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| FailureReason::Connect(chain(&e)))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(FailureReason::HttpStatus {
+                status: status.as_u16(),
+                message: error_message(resp).await,
+            });
+        }
+        let mut decoder = SseDecoder::new();
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(FailureReason::StreamCut(chain(&e))),
+            };
+            let arrived = Instant::now();
+            decoder.feed(&chunk, |frame| {
+                state.on_event(classify(frame, state.api), arrived)
+            });
+            if state.failure.is_some() || state.done {
+                break;
+            }
+        }
+        if !state.done && state.failure.is_none() {
+            let arrived = Instant::now();
+            decoder.finish(|frame| state.on_event(classify(frame, state.api), arrived));
+        }
+        match state.failure.take() {
+            Some(f) => Err(f),
+            None if state.events.is_empty() => Err(FailureReason::NoOutput),
+            None if !state.done && !state.finished => Err(FailureReason::StreamCut(
+                "connection closed before [DONE] or a finish_reason".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What has arrived so far on one stream.
+struct StreamState {
+    api: ApiKind,
+    events: Vec<Instant>,
+    /// Tokens per event when every event named its token ids.
+    event_tokens: Option<u64>,
+    multi_token_events: u32,
+    text: String,
+    usage_completion: Option<u64>,
+    usage_prompt: Option<u64>,
+    finished: bool,
+    done: bool,
+    failure: Option<FailureReason>,
+}
+
+impl StreamState {
+    fn new(api: ApiKind, max_tokens: u64) -> Self {
+        Self {
+            api,
+            events: Vec::with_capacity(max_tokens.min(1 << 16) as usize),
+            event_tokens: Some(0),
+            multi_token_events: 0,
+            text: String::new(),
+            usage_completion: None,
+            usage_prompt: None,
+            finished: false,
+            done: false,
+            failure: None,
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        event: Result<StreamEvent<'_>, crate::stream::MalformedEvent>,
+        arrived: Instant,
+    ) {
+        if self.failure.is_some() || self.done {
+            return;
+        }
+        match event {
+            Err(e) => self.failure = Some(FailureReason::Malformed(e.to_string())),
+            Ok(StreamEvent::Output {
+                text,
+                tokens,
+                finished,
+                usage,
+            }) => {
+                self.events.push(arrived);
+                self.text.push_str(&text);
+                match tokens {
+                    Some(n) => {
+                        self.event_tokens = self.event_tokens.map(|t| t + u64::from(n));
+                        if n > 1 {
+                            self.multi_token_events += 1;
+                        }
+                    }
+                    None => self.event_tokens = None,
+                }
+                self.finished |= finished;
+                self.take_usage(usage);
+            }
+            Ok(StreamEvent::Finish { usage }) => {
+                self.finished = true;
+                self.take_usage(usage);
+            }
+            Ok(StreamEvent::Usage(u)) => self.take_usage(Some(u)),
+            Ok(StreamEvent::Error(message)) => {
+                self.failure = Some(FailureReason::ServerError(message));
+            }
+            Ok(StreamEvent::Done) => self.done = true,
+            Ok(StreamEvent::Other) => {}
+        }
+    }
+
+    fn take_usage(&mut self, usage: Option<crate::stream::Usage>) {
+        if let Some(u) = usage {
+            self.usage_completion = u.completion_tokens.or(self.usage_completion);
+            self.usage_prompt = u.prompt_tokens.or(self.usage_prompt);
+        }
+    }
+
+    fn into_record(
+        self,
+        plan: &RequestPlan,
+        scheduled: Option<Instant>,
+        sent: Instant,
+        ended: Instant,
+        outcome: Result<(), FailureReason>,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> RequestRecord {
+        let success = outcome.is_ok();
+        let (output_tokens, token_source) = match (self.usage_completion, self.event_tokens) {
+            _ if !success => (0, TokenCountSource::Usage),
+            (Some(n), _) => (n, TokenCountSource::Usage),
+            (None, Some(n)) if n > 0 => (n, TokenCountSource::EventTokenIds),
+            (None, _) => {
+                let counted = tokenizer
+                    .and_then(|t| t.encode(&self.text).ok())
+                    .map_or(self.events.len() as u64, |ids| ids.len() as u64);
+                // A token that decodes to nothing still came as an event.
+                (
+                    counted.max(self.events.len() as u64),
+                    TokenCountSource::Tokenized,
+                )
+            }
+        };
+        RequestRecord {
+            index: plan.index,
+            scheduled,
+            sent,
+            output_events: self.events,
+            multi_token_events: self.multi_token_events,
+            ended,
+            input_tokens: plan.input_tokens,
+            server_prompt_tokens: self.usage_prompt,
+            output_tokens,
+            token_source,
+            requested_output_tokens: plan.max_tokens,
+            outcome,
+        }
+    }
+}
+
+/// The server's error message from a non-200 reply: `error.message` (OpenAI and vLLM),
+/// `message` or `detail` when the body is JSON, else the body's first bytes.
+async fn error_message(resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut resp = resp;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_LIMIT {
+            break;
+        }
+    }
+    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let field = json.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    });
+    field.unwrap_or_else(|| excerpt(&body))
+}
+
+/// An error and its sources on one line, e.g. "error sending request: connection refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

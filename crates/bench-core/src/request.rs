@@ -1,0 +1,99 @@
+//! Request bodies, serialized once before the run so sending costs no JSON work.
+
+use crate::config::RunConfig;
+use crate::prompt::Prompt;
+use crate::stream::ApiKind;
+use bytes::Bytes;
+use serde_json::json;
+
+/// One request ready to send.
+#[derive(Debug, Clone)]
+pub struct RequestPlan {
+    pub index: usize,
+    pub body: Bytes,
+    pub input_tokens: u64,
+    pub max_tokens: u64,
+}
+
+/// The JSON body for `prompt`: streaming with usage, greedy, `max_tokens` fixed.
+///
+/// Chat requests put the prompt in one user message and use `max_completion_tokens`, as
+/// `vllm bench serve` does; the server then adds its chat template's tokens to the count.
+pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
+    let mut body = match config.endpoint.api {
+        ApiKind::Completions => json!({
+            "model": config.model,
+            "prompt": prompt.text,
+            "max_tokens": config.output_len,
+        }),
+        ApiKind::Chat => json!({
+            "model": config.model,
+            "messages": [{"role": "user", "content": prompt.text}],
+            "max_completion_tokens": config.output_len,
+        }),
+    };
+    let extra = json!({
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if let (Some(map), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        map.extend(extra.clone());
+        if config.ignore_eos {
+            map.insert("ignore_eos".into(), json!(true));
+        }
+    }
+    Bytes::from(body.to_string())
+}
+
+/// Plans for `prompts`, numbered from 0.
+pub fn plans(config: &RunConfig, prompts: &[Prompt]) -> Vec<RequestPlan> {
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(index, p)| RequestPlan {
+            index,
+            body: body(config, p),
+            input_tokens: p.tokens,
+            max_tokens: config.output_len,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+
+    fn prompt() -> Prompt {
+        Prompt {
+            text: "hi \"there\"".into(),
+            tokens: 3,
+            target: 3,
+        }
+    }
+
+    #[test]
+    fn completion_body_streams_with_usage_and_ignore_eos() {
+        let mut c = RunConfig::new("m", "t", "http://h");
+        c.output_len = 7;
+        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        assert_eq!(v["prompt"], "hi \"there\"");
+        assert_eq!(v["max_tokens"], 7);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["ignore_eos"], true);
+        assert_eq!(v["temperature"], 0.0);
+    }
+
+    #[test]
+    fn chat_body_uses_messages() {
+        let mut c = RunConfig::new("m", "t", "http://h");
+        c.endpoint = Endpoint::parse("/v1/chat/completions").expect("known route");
+        c.ignore_eos = false;
+        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        assert_eq!(v["messages"][0]["content"], "hi \"there\"");
+        assert_eq!(v["max_completion_tokens"], 128);
+        assert!(v.get("ignore_eos").is_none());
+    }
+}

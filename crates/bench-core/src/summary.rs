@@ -1,0 +1,180 @@
+//! The summary table printed after a run, laid out like `vllm bench serve`'s so the two can be
+//! read side by side, plus failures by reason and any warnings.
+
+use crate::result::percentile_label;
+use crate::run::RunReport;
+use crate::stats::Distribution;
+use std::fmt::Write;
+
+const WIDTH: usize = 50;
+
+/// The table as text.
+pub fn table(r: &RunReport) -> String {
+    let m = &r.metrics;
+    let mut out = String::new();
+    let title = if r.interrupted {
+        " Serving Benchmark Result (INTERRUPTED) "
+    } else {
+        " Serving Benchmark Result "
+    };
+    let _ = writeln!(out, "{title:=^WIDTH$}");
+    let row = |out: &mut String, k: &str, v: String| {
+        let _ = writeln!(out, "{k:<40} {v:<10}");
+    };
+    row(&mut out, "Successful requests:", m.completed.to_string());
+    row(&mut out, "Failed requests:", m.failed.to_string());
+    if r.not_sent > 0 {
+        row(
+            &mut out,
+            "Requests not sent (interrupted):",
+            r.not_sent.to_string(),
+        );
+    }
+    let conc = r
+        .config
+        .max_concurrency
+        .map_or("unlimited".into(), |n| n.to_string());
+    row(&mut out, "Maximum request concurrency:", conc);
+    row(
+        &mut out,
+        "Benchmark duration (s):",
+        format!("{:.2}", m.duration.as_secs_f64()),
+    );
+    row(
+        &mut out,
+        "Total input tokens:",
+        m.total_input_tokens.to_string(),
+    );
+    row(
+        &mut out,
+        "Total generated tokens:",
+        m.total_output_tokens.to_string(),
+    );
+    row(
+        &mut out,
+        "Request throughput (req/s):",
+        format!("{:.2}", m.request_throughput),
+    );
+    if !r.config.goodput.is_empty() {
+        row(
+            &mut out,
+            "Request goodput (req/s):",
+            format!("{:.2}", m.request_goodput),
+        );
+    }
+    row(
+        &mut out,
+        "Output token throughput (tok/s):",
+        format!("{:.2}", m.output_throughput),
+    );
+    row(
+        &mut out,
+        "Peak output token throughput (tok/s):",
+        format!("{:.2}", m.max_output_tokens_per_s),
+    );
+    row(
+        &mut out,
+        "Peak concurrent requests:",
+        m.peak_concurrency.to_string(),
+    );
+    row(
+        &mut out,
+        "Total token throughput (tok/s):",
+        format!("{:.2}", m.total_token_throughput),
+    );
+    row(
+        &mut out,
+        "Interactivity (tok/s/user):",
+        format!("{:.2}", m.interactivity),
+    );
+    section(
+        &mut out,
+        "Time to First Token",
+        "TTFT",
+        &m.ttft_ms,
+        &r.config.percentiles,
+    );
+    section(
+        &mut out,
+        "Time per Output Token (excl. 1st token)",
+        "TPOT",
+        &m.tpot_ms,
+        &r.config.percentiles,
+    );
+    section(
+        &mut out,
+        "Inter-token Latency",
+        "ITL",
+        &m.itl_ms,
+        &r.config.percentiles,
+    );
+    section(
+        &mut out,
+        "End-to-end Latency",
+        "E2EL",
+        &m.e2el_ms,
+        &r.config.percentiles,
+    );
+    if !m.failures.is_empty() {
+        let _ = writeln!(out, "{:-^WIDTH$}", "Failures by reason");
+        for (group, g) in &m.failures {
+            let _ = writeln!(out, "{group:<20} {:>6}  e.g. {}", g.count, g.example);
+        }
+    }
+    let _ = writeln!(out, "{}", "=".repeat(WIDTH));
+    out
+}
+
+fn section(out: &mut String, title: &str, short: &str, d: &Distribution, percentiles: &[f64]) {
+    let _ = writeln!(out, "{:-^WIDTH$}", title);
+    let _ = writeln!(
+        out,
+        "{:<40} {:<10.2}",
+        format!("Mean {short} (ms):"),
+        d.mean
+    );
+    let _ = writeln!(
+        out,
+        "{:<40} {:<10.2}",
+        format!("Median {short} (ms):"),
+        d.median
+    );
+    for &q in percentiles {
+        let v = d.percentile(q).unwrap_or(0.0);
+        let label = format!("P{} {short} (ms):", percentile_label(q));
+        let _ = writeln!(out, "{label:<40} {v:<10.2}");
+    }
+}
+
+/// Lines worth a reader's attention: prompt misses, server count mismatches, fallbacks, a busy
+/// client.
+pub fn warnings(r: &RunReport) -> Vec<String> {
+    let m = &r.metrics;
+    let mut w = Vec::new();
+    if r.prompt_stats.missed > 0 {
+        w.push(format!(
+            "{} prompts missed their target length (at most by {} tokens)",
+            r.prompt_stats.missed, r.prompt_stats.max_abs_miss
+        ));
+    }
+    if m.prompt_check.mismatched > 0 {
+        w.push(format!(
+            "the server counted a different prompt length for {} of {} requests (mean difference {:+.1} tokens, max {})",
+            m.prompt_check.mismatched, m.prompt_check.reported, m.prompt_check.mean_diff, m.prompt_check.max_abs_diff
+        ));
+    }
+    if m.usage_fallbacks > 0 {
+        w.push(format!(
+            "{} requests had no usage from the server: their output tokens were counted by the client's tokenizer",
+            m.usage_fallbacks
+        ));
+    }
+    if m.short_outputs > 0 {
+        w.push(format!(
+            "{} requests produced fewer output tokens than asked despite ignore_eos (the server may cap prompt + output at its max model length)",
+            m.short_outputs
+        ));
+    }
+    w.extend(r.client.warnings.iter().cloned());
+    w
+}

@@ -1,0 +1,432 @@
+//! Command-line flags, named as the Python `benchmark_serving_random.py` script names them, and
+//! their validation into a [`RunConfig`].
+//!
+//! [`CommonArgs`] are the flags that apply to every run of a sweep too; [`BenchArgs`] adds the
+//! ones a sweep sets per cell.
+
+use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
+use bench_core::prompt::PromptSpec;
+use clap::{Args, Parser};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A flag value that cannot be used, with the flag's name in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct UsageError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn usage(flag: &'static str, message: impl Into<String>) -> UsageError {
+    UsageError {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Flags shared by `bench` and `sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Model name sent in every request (as the server serves it).
+    #[arg(long, default_value = "default")]
+    pub model: String,
+
+    /// Tokenizer for building prompts: a tokenizer.json (or .json.gz), a folder holding one, or a
+    /// Hugging Face model id from the local cache (HF_HOME, HF_HUB_CACHE; downloaded unless
+    /// HF_HUB_OFFLINE=1). Defaults to --model.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+
+    /// Server root URL [default: http://<host>:<port>].
+    #[arg(long)]
+    pub base_url: Option<String>,
+
+    /// Server host, used when --base-url is not given.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Server port, used when --base-url is not given.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// API route: /v1/completions or /v1/chat/completions.
+    #[arg(long, default_value = "/v1/completions")]
+    pub endpoint: String,
+
+    /// Prompt lengths are drawn uniformly from [L*(1-r), L*(1+r)]; r in [0, 1).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub random_range_ratio: f64,
+
+    /// Tokens of shared prefix at the start of every prompt (added to the input length).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub random_prefix_len: i64,
+
+    /// Requests per second ("inf": all at once). Poisson arrivals, or gamma with --burstiness.
+    #[arg(long, default_value = "inf", allow_negative_numbers = true)]
+    pub request_rate: String,
+
+    /// Gamma shape of arrival gaps: 1 is Poisson, below 1 burstier, above 1 steadier.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub burstiness: f64,
+
+    /// Seed for prompts and arrivals: the same seed gives the same requests.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Ask the server to ignore end-of-sequence so every request generates the full length.
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// SLOs for goodput in milliseconds, e.g. --goodput ttft:2000 tpot:50 e2el:10000.
+    #[arg(long, num_args = 1.., value_name = "METRIC:MS")]
+    pub goodput: Vec<String>,
+
+    /// KEY=VALUE pairs written into the result file as top-level keys.
+    #[arg(long, num_args = 1.., value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+
+    /// No progress output.
+    #[arg(long)]
+    pub disable_tqdm: bool,
+
+    /// Percentiles to report, comma-separated.
+    #[arg(long, alias = "metric-percentiles", default_value = "50,90,95,99")]
+    pub percentiles: String,
+
+    /// Write per-request arrays (input_lens, output_lens, ttfts, itls, errors) to the result.
+    #[arg(long)]
+    pub save_detailed: bool,
+
+    /// Give up on one request after this long (seconds, or e.g. "90s", "30m").
+    #[arg(long, default_value = "30m")]
+    pub request_timeout: String,
+
+    /// Tensor-parallel size of the server, for per-GPU figures.
+    #[arg(long, default_value_t = 1)]
+    pub tp: u32,
+}
+
+/// `bench`: one benchmark run against an OpenAI-compatible server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bench", version, about, long_about = None)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Mean prompt length in tokens, as the server counts them.
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true)]
+    pub random_input_len: i64,
+
+    /// Output tokens per request (max_tokens).
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
+    pub random_output_len: i64,
+
+    /// Measured requests.
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
+    pub num_prompts: i64,
+
+    /// Most requests in flight at once [default: no limit].
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_concurrency: Option<i64>,
+
+    /// Warm-up requests before measuring, at the same concurrency, with their own prompts.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub num_warmups: i64,
+
+    /// Where to write the result JSON [default: ./inferperf-<date>.json].
+    #[arg(long)]
+    pub result_filepath: Option<PathBuf>,
+}
+
+/// The per-run numbers a sweep sets for each cell.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub input_len: i64,
+    pub output_len: i64,
+    pub num_prompts: i64,
+    pub max_concurrency: Option<i64>,
+    pub num_warmups: i64,
+}
+
+impl BenchArgs {
+    pub fn shape(&self) -> Shape {
+        Shape {
+            input_len: self.random_input_len,
+            output_len: self.random_output_len,
+            num_prompts: self.num_prompts,
+            max_concurrency: self.max_concurrency,
+            num_warmups: self.num_warmups,
+        }
+    }
+}
+
+fn positive(flag: &'static str, v: i64) -> Result<u64, UsageError> {
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| usage(flag, format!("must be at least 1, got {v}")))
+}
+
+fn non_negative(flag: &'static str, v: i64) -> Result<u64, UsageError> {
+    u64::try_from(v).map_err(|_| usage(flag, format!("must not be negative, got {v}")))
+}
+
+impl CommonArgs {
+    /// Checks every flag and builds the run's configuration.
+    pub fn to_config(&self, shape: Shape) -> Result<RunConfig, UsageError> {
+        let endpoint = Endpoint::parse(&self.endpoint).ok_or_else(|| {
+            usage(
+                "--endpoint",
+                format!(
+                    "`{}` is not supported; use /v1/completions or /v1/chat/completions",
+                    self.endpoint
+                ),
+            )
+        })?;
+        let base_url = self.base_url()?;
+        let r = self.random_range_ratio;
+        if !(0.0..1.0).contains(&r) {
+            return Err(usage(
+                "--random-range-ratio",
+                format!("must be in [0, 1), got {r}"),
+            ));
+        }
+        if !(self.burstiness.is_finite() && self.burstiness > 0.0) {
+            return Err(usage(
+                "--burstiness",
+                format!("must be above 0, got {}", self.burstiness),
+            ));
+        }
+        if self.tp == 0 {
+            return Err(usage("--tp", "must be at least 1"));
+        }
+        let max_concurrency = match shape.max_concurrency {
+            None => None,
+            Some(c) => Some(
+                NonZeroUsize::new(positive("--max-concurrency", c)? as usize)
+                    .ok_or_else(|| usage("--max-concurrency", "must be at least 1"))?,
+            ),
+        };
+        let tokenizer = self.tokenizer.clone().unwrap_or_else(|| self.model.clone());
+        Ok(RunConfig {
+            model: self.model.clone(),
+            tokenizer,
+            base_url,
+            endpoint,
+            prompt: PromptSpec {
+                input_len: positive("--random-input-len", shape.input_len)?,
+                range_ratio: r,
+                prefix_len: non_negative("--random-prefix-len", self.random_prefix_len)?,
+                seed: self.seed,
+            },
+            output_len: positive("--random-output-len", shape.output_len)?,
+            num_prompts: positive("--num-prompts", shape.num_prompts)? as usize,
+            num_warmups: non_negative("--num-warmups", shape.num_warmups)? as usize,
+            max_concurrency,
+            request_rate: parse_rate(&self.request_rate)?,
+            burstiness: self.burstiness,
+            ignore_eos: self.ignore_eos,
+            goodput: parse_goodput(&self.goodput)?,
+            percentiles: parse_percentiles(&self.percentiles)?,
+            save_detailed: self.save_detailed,
+            request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
+            interrupt_grace: Duration::from_secs(5),
+            tp: self.tp,
+            metadata: parse_metadata(&self.metadata)?,
+            api_key: std::env::var("OPENAI_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        })
+    }
+
+    /// `--base-url`, else `http://<host>:<port>`, checked to be an http(s) URL.
+    pub fn base_url(&self) -> Result<String, UsageError> {
+        let (flag, raw) = match &self.base_url {
+            Some(u) => ("--base-url", u.clone()),
+            None => ("--host", format!("http://{}:{}", self.host, self.port)),
+        };
+        let url = reqwest::Url::parse(&raw)
+            .map_err(|e| usage(flag, format!("`{raw}` is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(usage(
+                flag,
+                format!("`{raw}` must be an http:// or https:// URL with a host"),
+            ));
+        }
+        Ok(raw.trim_end_matches('/').to_string())
+    }
+}
+
+fn parse_rate(s: &str) -> Result<RequestRate, UsageError> {
+    if s.eq_ignore_ascii_case("inf") {
+        return Ok(RequestRate::Infinite);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(RequestRate::PerSecond(r)),
+        Ok(r) if r.is_infinite() && r > 0.0 => Ok(RequestRate::Infinite),
+        _ => Err(usage(
+            "--request-rate",
+            format!("must be \"inf\" or a number above 0, got `{s}`"),
+        )),
+    }
+}
+
+fn parse_goodput(items: &[String]) -> Result<Slo, UsageError> {
+    let mut slo = Slo::default();
+    for item in items {
+        let (name, value) = item.split_once(':').ok_or_else(|| {
+            usage(
+                "--goodput",
+                format!("`{item}` is not METRIC:MS (e.g. ttft:2000)"),
+            )
+        })?;
+        let ms: f64 = value
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| {
+                usage(
+                    "--goodput",
+                    format!("`{value}` in `{item}` is not a number of milliseconds above 0"),
+                )
+            })?;
+        let slot = match name {
+            "ttft" => &mut slo.ttft_ms,
+            "tpot" => &mut slo.tpot_ms,
+            "e2el" => &mut slo.e2el_ms,
+            other => {
+                return Err(usage(
+                    "--goodput",
+                    format!("unknown metric `{other}`; use ttft, tpot or e2el"),
+                ))
+            }
+        };
+        *slot = Some(ms);
+    }
+    Ok(slo)
+}
+
+fn parse_percentiles(s: &str) -> Result<Vec<f64>, UsageError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let q: f64 = part
+            .parse()
+            .ok()
+            .filter(|q| (0.0..=100.0).contains(q) && *q > 0.0)
+            .ok_or_else(|| {
+                usage(
+                    "--percentiles",
+                    format!("`{part}` is not a number in (0, 100]"),
+                )
+            })?;
+        if !out.contains(&q) {
+            out.push(q);
+        }
+    }
+    if out.is_empty() {
+        return Err(usage("--percentiles", "give at least one, e.g. 50,90,99"));
+    }
+    Ok(out)
+}
+
+fn parse_metadata(items: &[String]) -> Result<Vec<(String, String)>, UsageError> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(usage("--metadata", format!("`{item}` is not KEY=VALUE"))),
+        })
+        .collect()
+}
+
+/// Seconds as a number, or a humantime duration ("90s", "30m", "1h").
+pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, UsageError> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(usage(flag, format!("must be above 0, got `{s}`")));
+    }
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            usage(
+                flag,
+                format!("`{s}` is not a duration (e.g. 600, 90s, 30m)"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunConfig, UsageError> {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let a = BenchArgs::try_parse_from(all).expect("clap accepts it");
+        a.common.to_config(a.shape())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&["--model", "m"]).expect("valid");
+        assert_eq!(c.tokenizer, "m");
+        assert_eq!(c.base_url, "http://127.0.0.1:8000");
+        assert_eq!(c.request_rate, RequestRate::Infinite);
+        assert_eq!(c.percentiles, vec![50.0, 90.0, 95.0, 99.0]);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--random-input-len", "-5"], "--random-input-len"),
+            (&["--random-output-len", "0"], "--random-output-len"),
+            (&["--random-range-ratio", "1"], "--random-range-ratio"),
+            (&["--random-range-ratio", "-0.1"], "--random-range-ratio"),
+            (&["--max-concurrency", "0"], "--max-concurrency"),
+            (&["--base-url", "not a url"], "--base-url"),
+            (&["--base-url", "ftp://x"], "--base-url"),
+            (&["--endpoint", "/v1/embeddings"], "--endpoint"),
+            (&["--request-rate", "fast"], "--request-rate"),
+            (&["--request-rate", "-1"], "--request-rate"),
+            (&["--goodput", "ttft=5"], "--goodput"),
+            (&["--goodput", "latency:5"], "--goodput"),
+            (&["--metadata", "novalue"], "--metadata"),
+            (&["--percentiles", "50,101"], "--percentiles"),
+            (&["--request-timeout", "soon"], "--request-timeout"),
+            (&["--burstiness", "0"], "--burstiness"),
+            (&["--num-warmups", "-1"], "--num-warmups"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(args).expect_err("must be refused");
+            assert_eq!(err.flag, *flag, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn goodput_metadata_and_rates_parse() {
+        let c = parse(&[
+            "--goodput",
+            "ttft:500",
+            "tpot:50",
+            "--metadata",
+            "tp=4",
+            "note=a=b",
+            "--request-rate",
+            "2.5",
+            "--request-timeout",
+            "90s",
+        ])
+        .expect("valid");
+        assert_eq!(c.goodput.ttft_ms, Some(500.0));
+        assert_eq!(c.goodput.tpot_ms, Some(50.0));
+        assert_eq!(c.goodput.e2el_ms, None);
+        assert_eq!(c.metadata[1], ("note".to_string(), "a=b".to_string()));
+        assert_eq!(c.request_rate, RequestRate::PerSecond(2.5));
+        assert_eq!(c.request_timeout, Duration::from_secs(90));
+    }
+}
