@@ -139,7 +139,7 @@ fn section(out: &mut String, title: &str, short: &str, d: &Distribution, percent
         format!("Median {short} (ms):"),
         d.median
     );
-    for &q in percentiles {
+    for &q in percentiles.iter().filter(|q| **q != 50.0) {
         let v = d.percentile(q).unwrap_or(0.0);
         let label = format!("P{} {short} (ms):", percentile_label(q));
         let _ = writeln!(out, "{label:<40} {v:<10.2}");

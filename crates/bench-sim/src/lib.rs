@@ -1,1 +1,251 @@
+//! `bench-sim`: an OpenAI-compatible engine simulator that behaves like vLLM under load.
+//!
+//! It is the oracle inferperf's tests measure the client against, and the default server of a
+//! new user's first run. A library first: [`Simulator::start`] serves it on `127.0.0.1:0` inside
+//! the caller's runtime and returns a [`SimHandle`] with the address, the live engine counters and
+//! the [`truth::TruthLog`] of what it did. The `bench-sim` binary wraps the same call.
+//!
+//! Modules: [`timing`] (step-time formula and presets), [`engine`] (continuous batching),
+//! [`wire`] (its own request and reply types, copied from a real vLLM's replies), [`server`]
+//! (routes), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`] (`/metrics`).
 
+pub mod engine;
+pub mod fault;
+pub mod prom;
+pub mod server;
+pub mod timing;
+pub mod truth;
+pub mod wire;
+
+use engine::{Engine, EngineStats, ScheduleReport};
+use fault::Faults;
+use server::AppState;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use timing::Timing;
+use tokio_util::sync::CancellationToken;
+use truth::TruthLog;
+
+/// Everything the simulator is told.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub served_model_name: String,
+    pub max_model_len: u64,
+    pub timing: Timing,
+    /// Run the schedule this many times faster than real time (1 = real time).
+    pub time_scale: f64,
+    pub seed: u64,
+    pub faults: Faults,
+    /// A tokenizer.json (or .json.gz) to count prompt tokens exactly.
+    pub tokenizer: Option<PathBuf>,
+    /// `/health` answers 503 (and requests are refused) for this long after start.
+    pub slow_start: Duration,
+    /// Scripted restart: after this long every open stream is cut and the server is down for
+    /// `restart_downtime`.
+    pub restart_after: Option<Duration>,
+    pub restart_downtime: Duration,
+    /// Append every request's truth to this JSONL file.
+    pub truth_jsonl: Option<PathBuf>,
+}
+
+impl SimConfig {
+    /// A simulator serving `model` with the named timing preset, no faults, real time.
+    pub fn preset(model: &str, preset: &str) -> Option<Self> {
+        Some(Self {
+            served_model_name: model.to_string(),
+            max_model_len: 65_536,
+            timing: timing::preset(preset)?,
+            time_scale: 1.0,
+            seed: 0,
+            faults: Faults::default(),
+            tokenizer: None,
+            slow_start: Duration::ZERO,
+            restart_after: None,
+            restart_downtime: Duration::from_secs(1),
+            truth_jsonl: None,
+        })
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("cannot open truth log {path}: {source}")]
+    TruthLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("model", &self.config.served_model_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the simulator did for every finished request so far.
+    pub fn truth(&self) -> Vec<truth::RequestTruth> {
+        self.state.truth.records()
+    }
+
+    /// Whether the engine kept its own schedule.
+    pub fn schedule(&self) -> ScheduleReport {
+        self.state.stats.report()
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.state.stats
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if let Ok(epoch) = self.state.epoch.lock() {
+            epoch.cancel();
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// The simulator as a library.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `addr` (port 0 for any free port) and serves until [`SimHandle::stop`].
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, SimError> {
+        let tokenizer = match &config.tokenizer {
+            Some(p) => Some(Arc::new(load_tokenizer(p)?)),
+            None => None,
+        };
+        let jsonl = match &config.truth_jsonl {
+            Some(p) => Some(
+                std::fs::File::create(p).map_err(|source| SimError::TruthLog {
+                    path: p.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let started = Instant::now();
+        let stats = Arc::new(EngineStats::default());
+        let engine = Engine::start(
+            &config.timing,
+            config.time_scale.max(1e-9),
+            Arc::clone(&stats),
+        );
+        let state = Arc::new(AppState {
+            truth: Arc::new(TruthLog::new(started, jsonl)),
+            config,
+            engine,
+            stats,
+            tokenizer,
+            histograms: Mutex::new(prom::Histograms::default()),
+            next_id: AtomicU64::new(0),
+            started,
+            epoch: Mutex::new(CancellationToken::new()),
+            down_until: Mutex::new(None),
+            requests_total: AtomicU64::new(0),
+        });
+        if let Some(after) = state.config.restart_after {
+            tokio::spawn(scripted_restart(Arc::clone(&state), after));
+        }
+        let shutdown = CancellationToken::new();
+        let app = server::app(Arc::clone(&state));
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                stop.cancelled().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("simulator server stopped: {e}");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            state,
+            shutdown,
+            task,
+        })
+    }
+}
+
+/// Cuts every open stream at `after`, stays down for the configured downtime, then serves again.
+async fn scripted_restart(state: Arc<AppState>, after: Duration) {
+    tokio::time::sleep(after).await;
+    let downtime = state.config.restart_downtime;
+    if let Ok(mut d) = state.down_until.lock() {
+        *d = Some(Instant::now() + downtime);
+    }
+    if let Ok(mut epoch) = state.epoch.lock() {
+        epoch.cancel();
+        *epoch = CancellationToken::new();
+    }
+    tracing::warn!("scripted restart: open streams cut, down for {downtime:?}");
+}
+
+fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer, SimError> {
+    use std::io::Read;
+    let fail = |message: String| SimError::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = if path.is_dir() {
+        ["tokenizer.json", "tokenizer.json.gz"]
+            .iter()
+            .map(|n| path.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| fail("no tokenizer.json in the folder".into()))?
+    } else {
+        path.to_path_buf()
+    };
+    let raw = std::fs::read(&file).map_err(|e| fail(e.to_string()))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| fail(e.to_string()))?;
+        out
+    } else {
+        raw
+    };
+    tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| fail(e.to_string()))
+}

@@ -1,0 +1,206 @@
+//! `GET /metrics`: Prometheus text with the vLLM gauges, counters and histograms a dashboard or a
+//! scraper expects, under vLLM's names and labels (`engine`, `model_name`).
+
+use crate::server::AppState;
+use crate::truth::{RequestTruth, TruthOutcome};
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+/// vLLM's bucket bounds (seconds).
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+
+/// A cumulative histogram.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b:?}\"}} {c}.0");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}.0",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}.0", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+    }
+}
+
+/// The latency histograms, fed from each finished request's truth.
+#[derive(Debug, Clone)]
+pub struct Histograms {
+    ttft: Histogram,
+    itl: Histogram,
+    e2e: Histogram,
+    success: u64,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            ttft: Histogram::new(TTFT_BUCKETS),
+            itl: Histogram::new(ITL_BUCKETS),
+            e2e: Histogram::new(E2E_BUCKETS),
+            success: 0,
+        }
+    }
+}
+
+impl Histograms {
+    pub fn observe(&mut self, t: &RequestTruth) {
+        if let Some(first) = t.token_due.first() {
+            self.ttft.observe((*first - t.arrival).as_secs_f64());
+        }
+        for w in t.token_due.windows(2) {
+            self.itl.observe((w[1] - w[0]).as_secs_f64());
+        }
+        if t.outcome == TruthOutcome::Completed {
+            self.success += 1;
+            if let Some(last) = t.token_due.last() {
+                self.e2e.observe((*last - t.arrival).as_secs_f64());
+            }
+        }
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, kind: &str, labels: &str, v: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v:?}"
+    );
+}
+
+/// The whole exposition.
+pub fn render(s: &AppState) -> String {
+    let labels = format!("engine=\"0\",model_name=\"{}\"", s.config.served_model_name);
+    let st = &s.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let mut out = String::new();
+    gauge(
+        &mut out,
+        "vllm:num_requests_running",
+        "Number of requests in model execution batches.",
+        "gauge",
+        &labels,
+        load(&st.running),
+    );
+    gauge(
+        &mut out,
+        "vllm:num_requests_waiting",
+        "Number of requests waiting to be processed.",
+        "gauge",
+        &labels,
+        load(&st.waiting),
+    );
+    let capacity = load(&st.kv_capacity_tokens);
+    let usage = if capacity > 0.0 {
+        load(&st.kv_used_tokens) / capacity
+    } else {
+        0.0
+    };
+    gauge(
+        &mut out,
+        "vllm:kv_cache_usage_perc",
+        "KV-cache usage. 1 means 100 percent usage.",
+        "gauge",
+        &labels,
+        usage,
+    );
+    gauge(
+        &mut out,
+        "vllm:prompt_tokens_total",
+        "Number of prefill tokens processed.",
+        "counter",
+        &labels,
+        load(&st.prompt_tokens_total),
+    );
+    gauge(
+        &mut out,
+        "vllm:generation_tokens_total",
+        "Number of generation tokens processed.",
+        "counter",
+        &labels,
+        load(&st.generation_tokens_total),
+    );
+    if let Ok(h) = s.histograms.lock() {
+        let _ = writeln!(
+            out,
+            "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter\nvllm:request_success_total{{engine=\"0\",finished_reason=\"length\",model_name=\"{}\"}} {}.0",
+            s.config.served_model_name, h.success
+        );
+        h.ttft.render(
+            &mut out,
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            &labels,
+        );
+        h.itl.render(
+            &mut out,
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            &labels,
+        );
+        h.e2e.render(
+            &mut out,
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            &labels,
+        );
+    }
+    let late = st.report();
+    gauge(
+        &mut out,
+        "inferperf_sim:late_steps_total",
+        "Engine steps that ended more than 2 ms after their planned end.",
+        "counter",
+        "",
+        late.late_steps as f64,
+    );
+    gauge(
+        &mut out,
+        "inferperf_sim:max_lateness_seconds",
+        "Largest lateness of a step or token against its plan.",
+        "gauge",
+        "",
+        late.max_lateness_ms / 1e3,
+    );
+    out
+}

@@ -1,0 +1,110 @@
+//! What the simulator actually did, request by request: the oracle tests measure against.
+//!
+//! Each request's record holds its arrival, prefill start, every token's due time and every
+//! event's hand-over to the connection (when the body stream yielded its bytes to the HTTP
+//! server, the closest point to the socket this layer can see). Records are kept in memory for
+//! in-process tests and, optionally, appended to a JSONL file (times in seconds since the
+//! simulator started).
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// How a request ended on the simulator's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruthOutcome {
+    Completed,
+    /// A fault was injected (its name).
+    Fault(String),
+    /// The client went away before the end.
+    ClientGone,
+    /// Cut by a scripted restart.
+    Restarted,
+}
+
+/// One event handed to the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SentEvent {
+    pub at: Instant,
+    /// Output tokens the event carried (0 for role, usage and error events).
+    pub tokens: u32,
+}
+
+/// One request's timeline.
+#[derive(Debug, Clone)]
+pub struct RequestTruth {
+    pub id: u64,
+    pub api: &'static str,
+    pub prompt_tokens: u64,
+    pub max_tokens: u64,
+    pub arrival: Instant,
+    pub prefill_start: Option<Instant>,
+    pub token_due: Vec<Instant>,
+    pub events: Vec<SentEvent>,
+    pub outcome: TruthOutcome,
+}
+
+impl RequestTruth {
+    /// Hand-over times of the events that carried output.
+    pub fn output_sent(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.events.iter().filter(|e| e.tokens > 0).map(|e| e.at)
+    }
+
+    pub fn tokens_sent(&self) -> u64 {
+        self.events.iter().map(|e| u64::from(e.tokens)).sum()
+    }
+}
+
+/// All records, plus the optional JSONL sink.
+#[derive(Debug)]
+pub struct TruthLog {
+    epoch: Instant,
+    records: Mutex<Vec<RequestTruth>>,
+    jsonl: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl TruthLog {
+    pub fn new(epoch: Instant, jsonl: Option<std::fs::File>) -> Self {
+        Self {
+            epoch,
+            records: Mutex::new(Vec::new()),
+            jsonl: jsonl.map(|f| Mutex::new(std::io::BufWriter::new(f))),
+        }
+    }
+
+    pub fn push(&self, t: RequestTruth) {
+        if let Some(sink) = &self.jsonl {
+            if let Ok(mut w) = sink.lock() {
+                let line = self.to_json(&t);
+                let _ = writeln!(w, "{line}");
+                let _ = w.flush();
+            }
+        }
+        if let Ok(mut r) = self.records.lock() {
+            r.push(t);
+        }
+    }
+
+    /// Every finished request so far.
+    pub fn records(&self) -> Vec<RequestTruth> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn to_json(&self, t: &RequestTruth) -> serde_json::Value {
+        let s = |i: Instant| i.saturating_duration_since(self.epoch).as_secs_f64();
+        serde_json::json!({
+            "id": t.id,
+            "api": t.api,
+            "prompt_tokens": t.prompt_tokens,
+            "max_tokens": t.max_tokens,
+            "arrival_s": s(t.arrival),
+            "prefill_start_s": t.prefill_start.map(s),
+            "token_due_s": t.token_due.iter().map(|i| s(*i)).collect::<Vec<_>>(),
+            "event_sent_s": t.events.iter().map(|e| s(e.at)).collect::<Vec<_>>(),
+            "event_tokens": t.events.iter().map(|e| e.tokens).collect::<Vec<_>>(),
+            "outcome": t.outcome,
+        })
+    }
+}
