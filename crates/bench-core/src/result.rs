@@ -36,6 +36,10 @@ pub fn to_json(report: &RunReport) -> Value {
         detailed(&mut out, report);
     }
     for (k, v) in &report.config.metadata {
+        if k == "tp" {
+            // Declared tp is already the integer `tp` key (validated to agree).
+            continue;
+        }
         if out.contains_key(k) {
             tracing::warn!("--metadata {k}=... not written at top level: the key is already a result key; it is kept under \"metadata\"");
         } else {

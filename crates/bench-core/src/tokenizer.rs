@@ -194,6 +194,11 @@ impl PromptTokenizer {
         &self.regular_ids
     }
 
+    /// The id of `token`, special or not.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids of `text` without special tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         self.inner

@@ -103,9 +103,9 @@ pub struct CommonArgs {
     #[arg(long, default_value = "30m")]
     pub request_timeout: String,
 
-    /// Tensor-parallel size of the server, for per-GPU figures.
-    #[arg(long, default_value_t = 1)]
-    pub tp: u32,
+    /// Tensor-parallel size of the server, for per-GPU figures [default: --metadata tp=N, else 1].
+    #[arg(long)]
+    pub tp: Option<u32>,
 }
 
 /// `bench`: one benchmark run against an OpenAI-compatible server.
@@ -199,9 +199,8 @@ impl CommonArgs {
                 format!("must be above 0, got {}", self.burstiness),
             ));
         }
-        if self.tp == 0 {
-            return Err(usage("--tp", "must be at least 1"));
-        }
+        let metadata = parse_metadata(&self.metadata)?;
+        let tp = self.tensor_parallel(&metadata)?;
         let max_concurrency = match shape.max_concurrency {
             None => None,
             Some(c) => Some(
@@ -233,12 +232,35 @@ impl CommonArgs {
             save_detailed: self.save_detailed,
             request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
             interrupt_grace: Duration::from_secs(5),
-            tp: self.tp,
-            metadata: parse_metadata(&self.metadata)?,
+            tp,
+            metadata,
             api_key: std::env::var("OPENAI_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
         })
+    }
+
+    /// `--tp`, else a `tp=N` metadata pair (the old scripts declared it that way), else 1.
+    fn tensor_parallel(&self, metadata: &[(String, String)]) -> Result<u32, UsageError> {
+        let from_meta = metadata.iter().find(|(k, _)| k == "tp").map(|(_, v)| v);
+        let meta_tp = match from_meta {
+            Some(v) => Some(v.parse::<u32>().ok().filter(|t| *t > 0).ok_or_else(|| {
+                usage(
+                    "--metadata",
+                    format!("tp={v} is not a tensor-parallel size of 1 or more"),
+                )
+            })?),
+            None => None,
+        };
+        match (self.tp, meta_tp) {
+            (Some(0), _) => Err(usage("--tp", "must be at least 1")),
+            (Some(a), Some(b)) if a != b => Err(usage(
+                "--tp",
+                format!("{a} disagrees with --metadata tp={b}"),
+            )),
+            (Some(a), _) => Ok(a),
+            (None, b) => Ok(b.unwrap_or(1)),
+        }
     }
 
     /// `--base-url`, else `http://<host>:<port>`, checked to be an http(s) URL.
@@ -428,5 +450,13 @@ mod tests {
         assert_eq!(c.metadata[1], ("note".to_string(), "a=b".to_string()));
         assert_eq!(c.request_rate, RequestRate::PerSecond(2.5));
         assert_eq!(c.request_timeout, Duration::from_secs(90));
+        assert_eq!(c.tp, 4, "tp comes from metadata when --tp is not given");
+        assert_eq!(
+            parse(&["--tp", "8", "--metadata", "tp=4"])
+                .expect_err("conflict")
+                .flag,
+            "--tp"
+        );
+        assert_eq!(parse(&["--tp", "0"]).expect_err("zero").flag, "--tp");
     }
 }

@@ -1,0 +1,126 @@
+//! Every way a request can fail is recorded with its reason and never counted as completed.
+
+use crate::support::{config, fixed_sim, run, run_with};
+use bench_core::record::FailureReason;
+use bench_sim::SimConfig;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn failures_with(
+    tweak: impl FnOnce(&mut SimConfig),
+    timeout: Option<Duration>,
+) -> bench_core::RunReport {
+    let sim = fixed_sim(5, 2, tweak).await;
+    let mut c = config(&sim.url(), 4, 32, 10);
+    if let Some(t) = timeout {
+        c.request_timeout = t;
+    }
+    let report = run(&c).await;
+    sim.stop().await;
+    report
+}
+
+fn only_group(report: &bench_core::RunReport) -> (String, usize) {
+    assert_eq!(report.metrics.completed, 0, "{:?}", report.metrics.failures);
+    assert_eq!(
+        report.metrics.failures.len(),
+        1,
+        "{:?}",
+        report.metrics.failures
+    );
+    let (k, g) = report.metrics.failures.iter().next().expect("one group");
+    (k.clone(), g.count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_500_keeps_the_servers_message() {
+    let r = failures_with(|c| c.faults.http_500 = 1.0, None).await;
+    assert_eq!(only_group(&r), ("http_500".into(), 4));
+    assert!(r.metrics.failures["http_500"]
+        .example
+        .contains("Simulated internal server error"));
+    assert_eq!(
+        r.metrics.ttft_ms.count, 0,
+        "failures never enter latency figures"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_event_cut_and_malformed_event() {
+    let r = failures_with(|c| c.faults.error_event = 1.0, None).await;
+    assert_eq!(only_group(&r).0, "server_error_event");
+    let r = failures_with(|c| c.faults.cut = 1.0, None).await;
+    assert_eq!(only_group(&r).0, "stream_cut");
+    let r = failures_with(|c| c.faults.malformed = 1.0, None).await;
+    assert_eq!(only_group(&r).0, "malformed_event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_past_the_timeout_is_a_timeout() {
+    let r = failures_with(
+        |c| {
+            c.faults.stall = 1.0;
+            c.faults.stall_for = Duration::from_secs(3);
+        },
+        Some(Duration::from_millis(400)),
+    )
+    .await;
+    assert_eq!(only_group(&r), ("timeout".into(), 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_model_is_an_http_404_with_vllms_message() {
+    let sim = fixed_sim(5, 2, |_| {}).await;
+    let mut c = config(&sim.url(), 2, 16, 4);
+    c.model = "gpt-4".into();
+    let r = run(&c).await;
+    assert_eq!(only_group(&r).0, "http_404");
+    assert!(r.metrics.failures["http_404"]
+        .example
+        .contains("does not exist"));
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_is_a_connect_failure() {
+    // Bind then drop a listener: nothing listens on that port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let r = run(&config(&format!("http://127.0.0.1:{port}"), 3, 16, 4)).await;
+    assert_eq!(only_group(&r), ("connect".into(), 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interruption_reports_what_was_measured() {
+    let sim = fixed_sim(20, 20, |_| {}).await;
+    let mut c = config(&sim.url(), 40, 16, 50);
+    c.max_concurrency = std::num::NonZeroUsize::new(4);
+    c.interrupt_grace = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        trigger.cancel();
+    });
+    let r = run_with(&c, &stop).await;
+    assert!(r.interrupted);
+    assert!(r.not_sent > 0, "stopping must stop sending");
+    assert!(
+        r.metrics.completed > 0,
+        "requests finished before the signal are kept"
+    );
+    let interrupted = r
+        .records
+        .iter()
+        .filter(|x| x.outcome == Err(FailureReason::Interrupted))
+        .count();
+    assert_eq!(
+        interrupted, 4,
+        "requests in flight past the grace period are aborted"
+    );
+    assert_eq!(r.metrics.completed + r.metrics.failed + r.not_sent, 40);
+    sim.stop().await;
+}

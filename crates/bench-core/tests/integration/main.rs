@@ -1,0 +1,9 @@
+//! bench-core's integration tests: one binary, one module per concern.
+
+mod failures;
+mod measure;
+mod prompts;
+mod schema;
+mod support;
+mod tokenizer_hub;
+mod transcripts;

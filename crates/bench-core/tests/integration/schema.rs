@@ -1,0 +1,58 @@
+//! A real result file validates against the committed schema (docs/result-schema.json).
+
+use crate::support::{config, fixed_sim, run};
+use bench_core::result;
+
+fn schema() -> serde_json::Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/result-schema.json");
+    serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_files_match_the_schema_and_carry_every_key() {
+    let sim = fixed_sim(5, 1, |c| c.faults.http_500 = 0.3).await;
+    let mut c = config(&sim.url(), 10, 64, 8);
+    c.save_detailed = true;
+    c.percentiles = vec![50.0, 99.9];
+    c.metadata = vec![
+        ("tp".into(), "4".into()),
+        ("median_ttft".into(), "clash".into()),
+    ];
+    c.api_key = Some("sk-never-written".into());
+    let report = run(&c).await;
+    let value = result::to_json(&report);
+
+    let validator = jsonschema::validator_for(&schema()).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // Python keys in seconds, vLLM keys in milliseconds, the same figure.
+    let s = value["median_ttft"].as_f64().expect("seconds");
+    let ms = value["median_ttft_ms"].as_f64().expect("milliseconds");
+    assert!((s * 1e3 - ms).abs() < 1e-9);
+    assert!(
+        value.get("p99.9_ttft_ms").is_some(),
+        "requested percentiles get vLLM's labels"
+    );
+    assert_eq!(value["tp"], 1, "the run's own tp stays an integer");
+    assert_ne!(
+        value["median_ttft"], "clash",
+        "metadata never overwrites a figure"
+    );
+    assert_eq!(value["metadata"]["median_ttft"], "clash");
+    assert_eq!(value["input_lens"].as_array().map(Vec::len), Some(10));
+    let text = value.to_string();
+    assert!(
+        !text.contains("sk-never-written"),
+        "the API key is never written"
+    );
+    assert_eq!(
+        value["completed"].as_u64().unwrap_or(0) + value["failed"].as_u64().unwrap_or(0),
+        10
+    );
+    sim.stop().await;
+}

@@ -1,0 +1,62 @@
+//! Shared helpers: fixtures, a simulator on port 0, and a run driven in-process.
+
+use bench_core::progress::ProgressMode;
+use bench_core::tokenizer::PromptTokenizer;
+use bench_core::{RunConfig, RunReport};
+use bench_sim::{SimConfig, SimHandle, Simulator};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+pub fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+pub fn tokenizer_dir() -> PathBuf {
+    testdata().join("tokenizers/deepseek-v4")
+}
+
+/// The real 128k tokenizer, loaded once per test binary.
+pub fn tokenizer() -> Arc<PromptTokenizer> {
+    static TOK: OnceLock<Arc<PromptTokenizer>> = OnceLock::new();
+    Arc::clone(TOK.get_or_init(|| {
+        Arc::new(PromptTokenizer::from_path(&tokenizer_dir()).expect("fixture tokenizer loads"))
+    }))
+}
+
+/// A simulator on 127.0.0.1:0 with fixed timing (ttft, itl in ms) and its tokenizer.
+pub async fn fixed_sim(ttft_ms: u64, itl_ms: u64, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig::preset("sim-model", "fixed").expect("preset");
+    cfg.timing = bench_sim::timing::Timing::Fixed {
+        ttft: std::time::Duration::from_millis(ttft_ms),
+        itl: std::time::Duration::from_millis(itl_ms),
+    };
+    cfg.tokenizer = Some(tokenizer_dir());
+    tweak(&mut cfg);
+    Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("simulator starts")
+}
+
+/// A small run configuration against `url`.
+pub fn config(url: &str, prompts: usize, input_len: u64, output_len: u64) -> RunConfig {
+    let mut c = RunConfig::new("sim-model", &tokenizer_dir().display().to_string(), url);
+    c.num_prompts = prompts;
+    c.prompt.input_len = input_len;
+    c.output_len = output_len;
+    c
+}
+
+/// Prepares and executes `config` in-process.
+pub async fn run(config: &RunConfig) -> RunReport {
+    run_with(config, &CancellationToken::new()).await
+}
+
+pub async fn run_with(config: &RunConfig, stop: &CancellationToken) -> RunReport {
+    let prepared = bench_core::prepare(config, tokenizer())
+        .await
+        .expect("prompts build");
+    bench_core::execute(config, &prepared, stop, ProgressMode::Off)
+        .await
+        .expect("run executes")
+}
