@@ -202,7 +202,6 @@ async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let _roles = req.messages.iter().map(|m| m.role.as_str()).count();
     let include_usage = req
         .stream_options
         .as_ref()

@@ -43,7 +43,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let signals = signal::listen(stop.clone());
     let tokenizer = bench_core::load_tokenizer(&config)
         .await
-        .with_context(|| format!("loading tokenizer `{}`", config.tokenizer))?;
+        .map_err(|e| UsageError {
+            flag: "--tokenizer",
+            message: match e {
+                bench_core::RunError::Tokenizer(t) => t.to_string(),
+                other => other.to_string(),
+            },
+        })?;
     eprintln!(
         "building {} prompts of ~{} tokens ({} warm-up) with {}",
         config.num_prompts, config.prompt.input_len, config.num_warmups, tokenizer.source

@@ -1,0 +1,255 @@
+//! The `bench` binary as a user runs it: flags, exit codes, result files, signals.
+
+use assert_cmd::Command;
+use bench_sim::{SimConfig, SimHandle, Simulator};
+use predicates::prelude::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn tokenizer_dir() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/tokenizers/deepseek-v4")
+        .display()
+        .to_string()
+}
+
+/// A simulator on its own runtime thread, so the binary under test can talk to it.
+struct Sim {
+    handle: Option<SimHandle>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    fn start(tweak: impl FnOnce(&mut SimConfig)) -> Self {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut cfg = SimConfig::preset("sim-model", "fixed").expect("preset");
+        cfg.timing = bench_sim::timing::Timing::Fixed {
+            ttft: Duration::from_millis(5),
+            itl: Duration::from_millis(2),
+        };
+        tweak(&mut cfg);
+        let handle = runtime
+            .block_on(Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr")))
+            .expect("simulator starts");
+        Self {
+            handle: Some(handle),
+            runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.handle.as_ref().map(SimHandle::url).unwrap_or_default()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.runtime.block_on(h.stop());
+        }
+    }
+}
+
+fn bench(url: &str, out: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("bench").expect("binary");
+    cmd.args([
+        "--model",
+        "sim-model",
+        "--tokenizer",
+        &tokenizer_dir(),
+        "--base-url",
+        url,
+    ])
+    .args([
+        "--random-input-len",
+        "64",
+        "--random-output-len",
+        "8",
+        "--num-prompts",
+        "6",
+    ])
+    .arg("--result-filepath")
+    .arg(out)
+    .args(extra)
+    .env_remove("OPENAI_API_KEY");
+    cmd
+}
+
+fn read(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("result file")).expect("json")
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::cargo_bin("bench")
+        .expect("binary")
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model",
+        "--tokenizer",
+        "--base-url",
+        "--endpoint",
+        "--random-input-len",
+        "--random-output-len",
+        "--random-range-ratio",
+        "--random-prefix-len",
+        "--num-prompts",
+        "--max-concurrency",
+        "--num-warmups",
+        "--request-rate",
+        "--burstiness",
+        "--seed",
+        "--ignore-eos",
+        "--goodput",
+        "--metadata",
+        "--result-filepath",
+        "--disable-tqdm",
+        "--percentiles",
+        "--save-detailed",
+        "--request-timeout",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_values_exit_2_naming_the_flag_before_sending_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("r.json");
+    for (args, flag) in [
+        (vec!["--random-range-ratio", "1.5"], "--random-range-ratio"),
+        (vec!["--max-concurrency", "0"], "--max-concurrency"),
+        (vec!["--random-input-len", "-3"], "--random-input-len"),
+    ] {
+        bench("http://127.0.0.1:9", &out, &args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(flag));
+    }
+    bench("not-a-url", &out, &[])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--base-url"));
+    Command::cargo_bin("bench")
+        .expect("binary")
+        .args(["--tokenizer", "/nonexistent/tok.json", "--result-filepath"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--tokenizer")
+                .and(predicate::str::contains("/nonexistent/tok.json")),
+        );
+    assert!(!out.exists(), "nothing was measured, nothing written");
+}
+
+#[test]
+fn a_run_writes_a_result_the_old_plotter_can_read() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run.json");
+    bench(
+        &sim.url(),
+        &out,
+        &[
+            "--max-concurrency",
+            "3",
+            "--num-warmups",
+            "2",
+            "--ignore-eos",
+            "--metadata",
+            "tp=4",
+            "--disable-tqdm",
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("Serving Benchmark Result"))
+    .stdout(predicate::str::contains(
+        "Successful requests:                     6",
+    ));
+    let v = read(&out);
+    for key in [
+        "median_ttft",
+        "p99_tpot",
+        "output_throughput",
+        "input_throughput",
+        "max_concurrency",
+        "completed",
+        "date",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["tp"], 4);
+    assert_eq!(v["warmup"]["requests"], 2);
+    assert_eq!(v["total_output_tokens"], 48);
+}
+
+#[test]
+fn every_request_failing_exits_1_and_still_writes_the_file() {
+    let sim = Sim::start(|c| c.faults.http_500 = 1.0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("fail.json");
+    bench(&sim.url(), &out, &["--disable-tqdm"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("http_500"));
+    let v = read(&out);
+    assert_eq!(v["completed"], 0);
+    assert_eq!(v["failed"], 6);
+    assert_eq!(v["failures"]["http_500"]["count"], 6);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_writes_an_interrupted_result_and_exits_143() {
+    let sim = Sim::start(|c| {
+        c.timing = bench_sim::timing::Timing::Fixed {
+            ttft: Duration::from_millis(50),
+            itl: Duration::from_millis(50),
+        };
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("int.json");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bench"))
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer_dir(),
+            "--base-url",
+            &sim.url(),
+        ])
+        .args([
+            "--random-input-len",
+            "64",
+            "--num-prompts",
+            "200",
+            "--max-concurrency",
+            "2",
+        ])
+        .args([
+            "--random-output-len",
+            "40",
+            "--disable-tqdm",
+            "--result-filepath",
+        ])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(Duration::from_millis(3000));
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(143));
+    let v = read(&out);
+    assert_eq!(v["interrupted"], true);
+    assert!(v["not_sent"].as_u64().unwrap_or(0) > 0);
+}
