@@ -1,0 +1,266 @@
+//! `sweep`'s flags: every `bench` flag that applies to all cells, plus the matrix, server
+//! discovery, results and the embedded simulator.
+
+use crate::cell::Matrix;
+use crate::discover::Source;
+use anyhow::Context;
+use bench::CommonArgs;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `sweep`: run ISL x concurrency cells against an inference server, one result file per cell.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sweep", version, about, long_about = None)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+
+    /// Print the cells and their file names, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// File the serve job writes the server's URL to (used when --base-url is not given).
+    #[arg(long, env = "SERVER_INFO_FILE", default_value = "server_info.txt")]
+    pub server_info: PathBuf,
+
+    /// How long to wait for the server-info file and for /health (e.g. 30m, 2h).
+    #[arg(long, default_value = "1h")]
+    pub wait_timeout: String,
+
+    /// Folder for the result files and the sweep summary.
+    #[arg(long, env = "RESULTS_DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+
+    /// Run name at the start of every file name [default: the model's last path segment].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Retries of a cell that did not complete every prompt.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+
+    /// Start the built-in engine simulator and sweep it (a demo; smaller default matrix).
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// With --simulate: the simulator's timing preset.
+    #[arg(long, default_value = "minimax-m2-tp4")]
+    pub sim_preset: String,
+
+    /// With --simulate: run the simulated schedule this many times faster than real time.
+    #[arg(long, default_value_t = 20.0)]
+    pub sim_time_scale: f64,
+}
+
+/// The matrix, from flags or a TOML file (flags win).
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// Input lengths in tokens, comma-separated [default: 1024,6144,10240,12288,14336].
+    #[arg(long)]
+    pub input_lens: Option<String>,
+    /// Output length in tokens [default: 128].
+    #[arg(long)]
+    pub output_len: Option<u64>,
+    /// Concurrency levels, comma-separated [default: 4,8,16,32,64].
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Measured prompts per cell = this x concurrency [default: 10].
+    #[arg(long)]
+    pub prompts_per_concurrency: Option<u64>,
+    /// Warm-up requests per cell = this x concurrency [default: 2].
+    #[arg(long)]
+    pub warmups_per_concurrency: Option<u64>,
+    /// TOML file with input_lens, concurrency, output_len, prompts_per_concurrency and
+    /// warmups_per_concurrency.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatrixFile {
+    input_lens: Option<Vec<u64>>,
+    concurrency: Option<Vec<u64>>,
+    output_len: Option<u64>,
+    prompts_per_concurrency: Option<u64>,
+    warmups_per_concurrency: Option<u64>,
+}
+
+impl SweepArgs {
+    /// The command with sweep defaults (range ratio 0.2) applied to the shared flags.
+    pub fn command() -> clap::Command {
+        <Self as CommandFactory>::command()
+            .mut_arg("random_range_ratio", |a| a.default_value("0.2"))
+    }
+
+    /// Parses the process's arguments, exiting with clap's message (code 2) when they are bad.
+    pub fn parse_args() -> Self {
+        Self::parse_from_iter(std::env::args_os())
+    }
+
+    pub fn parse_from_iter<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().get_matches_from(args);
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_from_iter<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
+
+    /// The matrix: flags, else the TOML file, else the defaults.
+    pub fn matrix(&self) -> anyhow::Result<Matrix> {
+        let m = &self.matrix;
+        let file: MatrixFile = match &m.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+                toml::from_str(&text).with_context(|| {
+                    format!("--config {}: not a valid matrix file", path.display())
+                })?
+            }
+            None => MatrixFile::default(),
+        };
+        let input_lens = match &m.input_lens {
+            Some(s) => list("--input-lens", s)?,
+            None => file
+                .input_lens
+                .unwrap_or_else(|| vec![1024, 6144, 10240, 12288, 14336]),
+        };
+        let concurrency = match &m.concurrency {
+            Some(s) => list("--concurrency", s)?,
+            None => file.concurrency.unwrap_or_else(|| vec![4, 8, 16, 32, 64]),
+        };
+        let positive = |flag: &str, v: u64| {
+            anyhow::ensure!(v > 0, "{flag}: must be at least 1");
+            Ok(v)
+        };
+        for (flag, values) in [
+            ("--input-lens", &input_lens),
+            ("--concurrency", &concurrency),
+        ] {
+            anyhow::ensure!(!values.is_empty(), "{flag}: give at least one value");
+            for v in values {
+                positive(flag, *v)?;
+            }
+        }
+        Ok(Matrix {
+            input_lens,
+            concurrency,
+            output_len: positive(
+                "--output-len",
+                m.output_len.or(file.output_len).unwrap_or(128),
+            )?,
+            prompts_per_concurrency: positive(
+                "--prompts-per-concurrency",
+                m.prompts_per_concurrency
+                    .or(file.prompts_per_concurrency)
+                    .unwrap_or(10),
+            )?,
+            warmups_per_concurrency: m
+                .warmups_per_concurrency
+                .or(file.warmups_per_concurrency)
+                .unwrap_or(2),
+        })
+    }
+
+    /// Where the server's URL comes from.
+    pub fn source(&self) -> anyhow::Result<Source> {
+        Ok(match &self.common.base_url {
+            Some(_) => Source::Fixed(self.common.base_url()?),
+            None => Source::ServerInfo(self.server_info.clone()),
+        })
+    }
+
+    pub fn wait_timeout(&self) -> anyhow::Result<Duration> {
+        Ok(bench::args::parse_duration(
+            "--wait-timeout",
+            &self.wait_timeout,
+        )?)
+    }
+}
+
+fn list(flag: &str, s: &str) -> anyhow::Result<Vec<u64>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u64>()
+                .with_context(|| format!("{flag}: `{p}` is not a whole number"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> SweepArgs {
+        let mut all = vec!["sweep"];
+        all.extend_from_slice(args);
+        SweepArgs::try_parse_from_iter(all).expect("valid flags")
+    }
+
+    #[test]
+    fn defaults_match_the_old_sweep_script() {
+        let a = parse(&[]);
+        let m = a.matrix().expect("matrix");
+        assert_eq!(m.input_lens, vec![1024, 6144, 10240, 12288, 14336]);
+        assert_eq!(m.concurrency, vec![4, 8, 16, 32, 64]);
+        assert_eq!(
+            (
+                m.output_len,
+                m.prompts_per_concurrency,
+                m.warmups_per_concurrency
+            ),
+            (128, 10, 2)
+        );
+        assert_eq!(a.common.random_range_ratio, 0.2);
+    }
+
+    #[test]
+    fn a_toml_file_sets_the_matrix_and_flags_override_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "input_lens = [100, 200]\nconcurrency = [2]\noutput_len = 16\n",
+        )
+        .expect("write");
+        let p = path.display().to_string();
+        let m = parse(&["--config", &p]).matrix().expect("matrix");
+        assert_eq!(
+            (m.input_lens, m.concurrency, m.output_len),
+            (vec![100, 200], vec![2], 16)
+        );
+        let m = parse(&["--config", &p, "--concurrency", "1,3"])
+            .matrix()
+            .expect("matrix");
+        assert_eq!(m.concurrency, vec![1, 3]);
+        std::fs::write(&path, "input_len = [1]\n").expect("write");
+        let err = parse(&["--config", &p]).matrix().expect_err("unknown key");
+        assert!(format!("{err:#}").contains("input_len"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_lists_name_their_flag() {
+        let err = parse(&["--input-lens", "1024,abc"])
+            .matrix()
+            .expect_err("bad");
+        assert!(err.to_string().contains("--input-lens"));
+        let err = parse(&["--concurrency", "0"]).matrix().expect_err("zero");
+        assert!(err.to_string().contains("--concurrency"));
+    }
+}

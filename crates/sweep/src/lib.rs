@@ -1,0 +1,300 @@
+//! The `sweep` command: input lengths x concurrency levels at a fixed output length, one result
+//! file per cell, resumable, and safe to interrupt.
+//!
+//! For each cell: check the server's health (re-reading the server-info file if it went away),
+//! skip the cell if its file exists and is complete with the same configuration, otherwise run it
+//! with `bench-core` and write its file atomically the moment it ends. A cell that did not
+//! complete every prompt is kept as `*.attemptN.partial.json` (a name neither resume nor the
+//! plotter counts) and retried after the server is healthy again, up to `--retries` times.
+//! SIGINT/SIGTERM: the running cell is written, marked interrupted, and the process exits 130/143.
+
+pub mod args;
+pub mod cell;
+pub mod discover;
+pub mod simulate;
+pub mod summary;
+
+pub use args::SweepArgs;
+
+use anyhow::Context;
+use bench::signal::{self, Signal};
+use bench_core::progress::ProgressMode;
+use bench_core::{result, RunConfig};
+use cell::{check_done, Cell, Expected, NotDone};
+use discover::Discovery;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use summary::{CellRow, CellStatus};
+use tokio_util::sync::CancellationToken;
+
+/// How a sweep ended.
+#[derive(Debug)]
+pub struct SweepOutcome {
+    pub rows: Vec<CellRow>,
+    pub interrupted_by: Option<Signal>,
+}
+
+impl SweepOutcome {
+    pub fn exit_code(&self) -> ExitCode {
+        if let Some(sig) = self.interrupted_by {
+            return ExitCode::from(sig.exit_code());
+        }
+        if self.rows.iter().any(|r| r.status == CellStatus::Failed) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// What every cell shares.
+struct Plan {
+    base: RunConfig,
+    cells: Vec<Cell>,
+    name: String,
+    results_dir: PathBuf,
+    retries: u32,
+    progress: ProgressMode,
+}
+
+/// Runs the sweep described by `args`.
+pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
+    let mut args = args;
+    let simulated = if args.simulate {
+        Some(simulate::start(&mut args).await?)
+    } else {
+        None
+    };
+    let plan = plan(&args)?;
+    if args.dry_run {
+        for c in &plan.cells {
+            println!(
+                "isl {:>6}  osl {:>5}  conc {:>4}  prompts {:>5}  warm-up {:>4}  {}",
+                c.input_len,
+                c.output_len,
+                c.concurrency,
+                c.num_prompts,
+                c.num_warmups,
+                plan.results_dir
+                    .join(c.file_name(&plan.name, plan.base.tp))
+                    .display()
+            );
+        }
+        return Ok(SweepOutcome {
+            rows: Vec::new(),
+            interrupted_by: None,
+        });
+    }
+    std::fs::create_dir_all(&plan.results_dir).with_context(|| {
+        format!(
+            "--results-dir {}: cannot create it",
+            plan.results_dir.display()
+        )
+    })?;
+    check_writable(&plan.results_dir)?;
+    let stop = CancellationToken::new();
+    let signals = signal::listen(stop.clone());
+    let discovery = Discovery::new(args.source()?, args.wait_timeout()?);
+    let mut url = discovery
+        .healthy(&stop)
+        .await
+        .map_err(anyhow::Error::from)?;
+    eprintln!("server healthy at {url}");
+    let tokenizer = bench_core::load_tokenizer(&plan.base)
+        .await
+        .with_context(|| format!("--tokenizer {}", plan.base.tokenizer))?;
+
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    for (i, cell) in plan.cells.iter().enumerate() {
+        if stop.is_cancelled() {
+            break;
+        }
+        eprintln!("{}", cell_line(i, plan.cells.len(), cell, started, &rows));
+        let row = run_cell(&plan, cell, &discovery, &mut url, &tokenizer, &stop).await?;
+        eprintln!("  -> {}", row.describe());
+        rows.push(row);
+        summary::write(&plan.results_dir, &rows).context("writing the sweep summary")?;
+    }
+    if let Some(sim) = simulated {
+        eprintln!("{}", sim.note());
+        sim.stop().await;
+    }
+    Ok(SweepOutcome {
+        rows,
+        interrupted_by: signals.received(),
+    })
+}
+
+fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
+    let matrix = args.matrix()?;
+    let mut base = args.common.to_config(bench::Shape {
+        input_len: matrix.input_lens.first().copied().unwrap_or(1) as i64,
+        output_len: matrix.output_len as i64,
+        num_prompts: 1,
+        max_concurrency: Some(1),
+        num_warmups: 0,
+    })?;
+    base.ignore_eos = true;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&base.model));
+    Ok(Plan {
+        cells: matrix.cells(),
+        name,
+        results_dir: args.results_dir.clone(),
+        retries: args.retries,
+        progress: ProgressMode::detect(args.common.disable_tqdm),
+        base,
+    })
+}
+
+/// The model's last path segment, lower-case, as a file-name-safe run name.
+fn default_name(model: &str) -> String {
+    let last = model.rsplit('/').next().unwrap_or(model);
+    last.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    tempfile::Builder::new()
+        .prefix(".inferperf-write-check")
+        .tempfile_in(dir)
+        .map(drop)
+        .with_context(|| format!("--results-dir {}: cannot write there", dir.display()))
+}
+
+fn cell_line(i: usize, total: usize, cell: &Cell, started: Instant, rows: &[CellRow]) -> String {
+    let ran: Vec<&CellRow> = rows.iter().filter(|r| r.seconds > 0.0).collect();
+    let eta = if ran.is_empty() {
+        String::from("eta unknown")
+    } else {
+        let per = ran.iter().map(|r| r.seconds).sum::<f64>() / ran.len() as f64;
+        format!("eta {:.0}s", per * (total - i) as f64)
+    };
+    format!(
+        "cell {}/{}: isl {} osl {} conc {} ({} prompts, {} warm-up); elapsed {:.0}s, {eta}",
+        i + 1,
+        total,
+        cell.input_len,
+        cell.output_len,
+        cell.concurrency,
+        cell.num_prompts,
+        cell.num_warmups,
+        started.elapsed().as_secs_f64()
+    )
+}
+
+fn cell_config(base: &RunConfig, cell: &Cell, url: &str) -> RunConfig {
+    let mut c = base.clone();
+    c.base_url = url.to_string();
+    c.prompt.input_len = cell.input_len;
+    c.output_len = cell.output_len;
+    c.num_prompts = cell.num_prompts as usize;
+    c.num_warmups = cell.num_warmups as usize;
+    c.max_concurrency = std::num::NonZeroUsize::new(cell.concurrency as usize);
+    c
+}
+
+async fn run_cell(
+    plan: &Plan,
+    cell: &Cell,
+    discovery: &Discovery,
+    url: &mut String,
+    tokenizer: &std::sync::Arc<bench_core::tokenizer::PromptTokenizer>,
+    stop: &CancellationToken,
+) -> anyhow::Result<CellRow> {
+    let tp = plan.base.tp;
+    let done = cell::done_path(&plan.results_dir, cell, &plan.name, tp);
+    let expected = Expected {
+        model: &plan.base.model,
+        endpoint: &plan.base.endpoint.path,
+        range_ratio: plan.base.prompt.range_ratio,
+        seed: plan.base.prompt.seed,
+    };
+    match check_done(&done, cell, &expected) {
+        Ok(()) => return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0)),
+        Err(NotDone::Missing) => {}
+        Err(why) => eprintln!(
+            "  {} exists but is not a finished run ({why:?}): running the cell again",
+            done.display()
+        ),
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if !discovery.is_healthy(url).await {
+            eprintln!("  server at {url} is not healthy: waiting for it (re-reading the server-info file)");
+            *url = match discovery.healthy(stop).await {
+                Ok(u) => u,
+                Err(discover::DiscoverError::Stopped) => {
+                    return Ok(CellRow::empty(cell, CellStatus::Interrupted))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!("  server healthy at {url}");
+        }
+        let config = cell_config(&plan.base, cell, url);
+        let started = Instant::now();
+        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(tokenizer)).await?;
+        let report = bench_core::execute(&config, &prepared, stop, plan.progress).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let value = result::to_json(&report);
+        let complete = !report.interrupted && report.metrics.completed == cell.num_prompts as usize;
+        if complete {
+            result::write_atomic(&done, &value)
+                .with_context(|| format!("writing {}", done.display()))?;
+            return Ok(CellRow::from_file(cell, &done, CellStatus::Done, seconds));
+        }
+        let partial = plan
+            .results_dir
+            .join(cell.partial_name(&plan.name, tp, attempt));
+        result::write_atomic(&partial, &value)
+            .with_context(|| format!("writing {}", partial.display()))?;
+        if report.interrupted {
+            return Ok(CellRow::from_file(
+                cell,
+                &partial,
+                CellStatus::Interrupted,
+                seconds,
+            ));
+        }
+        eprintln!(
+            "  attempt {attempt}: {} of {} completed ({:?}); kept as {}",
+            report.metrics.completed,
+            cell.num_prompts,
+            report.metrics.failures.keys().collect::<Vec<_>>(),
+            partial.display()
+        );
+        if attempt > plan.retries {
+            return Ok(CellRow::from_file(
+                cell,
+                &partial,
+                CellStatus::Failed,
+                seconds,
+            ));
+        }
+        // A failed cell often means the server went away: wait for it before retrying.
+        *url = match discovery.healthy(stop).await {
+            Ok(u) => u,
+            Err(discover::DiscoverError::Stopped) => {
+                return Ok(CellRow::from_file(
+                    cell,
+                    &partial,
+                    CellStatus::Interrupted,
+                    seconds,
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+}
