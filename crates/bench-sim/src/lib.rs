@@ -192,6 +192,13 @@ impl Simulator {
         let app = server::app(Arc::clone(&state));
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
+            // Without TCP_NODELAY the first token waits behind the response headers for the
+            // client's delayed ACK (~40 ms on Linux); real servers (uvicorn) disable Nagle too.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!("cannot set TCP_NODELAY: {e}");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 stop.cancelled().await;
             });

@@ -241,6 +241,8 @@ async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
 }
 
 async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
+    // Arrival is before tokenizing the prompt: that work is part of the server's latency.
+    let arrival = Instant::now();
     s.requests_total.fetch_add(1, Ordering::Relaxed);
     if !s.ready() {
         return json_response(
@@ -295,7 +297,6 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
             ),
         );
     }
-    let arrival = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     s.engine.admit(Admission {
         prompt_tokens,
