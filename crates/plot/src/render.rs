@@ -1,0 +1,386 @@
+//! Drawing panels side by side with plotters: PNG or SVG by the output's extension.
+//!
+//! Text uses DejaVu Sans embedded in the binary and registered as "sans-serif" (plotters'
+//! `ab_glyph` backend), so nothing has to be installed: no fontconfig, no freetype.
+
+use crate::shape::{Panel, Series, Style};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Legend entries per panel; more would run off the chart.
+const MAX_LEGEND: usize = 12;
+
+/// tab10, the palette the Python plots used.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The font is compiled in, so registering cannot meet a missing file.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Renders `panels` under `title` into `path` (`.svg` for SVG, anything else PNG).
+pub fn render(path: &Path, title: &str, panels: &[Panel], size: (u32, u32)) -> Result<(), String> {
+    register_font();
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if svg {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        draw(&root, title, panels)?;
+        root.present().map_err(|e| e.to_string())
+    } else {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        draw(&root, title, panels)?;
+        root.present().map_err(|e| e.to_string())
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[Panel],
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 26).into_font().color(&BLACK))
+        .map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, panel) in areas.iter().zip(panels) {
+        draw_panel(area, panel)?;
+    }
+    Ok(())
+}
+
+/// 12,345 -> "12.3k", 2,500,000 -> "2.5M": short labels that never overlap.
+pub fn short_number(v: f64) -> String {
+    let a = v.abs();
+    let (scaled, suffix) = if a >= 1e9 {
+        (v / 1e9, "G")
+    } else if a >= 1e6 {
+        (v / 1e6, "M")
+    } else if a >= 1e4 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let text = if scaled.abs() >= 100.0 || scaled.fract() == 0.0 {
+        format!("{scaled:.0}")
+    } else if scaled.abs() >= 10.0 {
+        format!("{scaled:.1}")
+    } else {
+        format!("{scaled:.2}")
+    };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{suffix}")
+}
+
+/// Axis ranges that hold every point with some room: y from 0, x padded by 5%.
+fn ranges(panel: &Panel) -> Option<((f64, f64), (f64, f64))> {
+    let pts: Vec<(f64, f64)> = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return None;
+    }
+    let (mut x0, mut x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let y1 = pts.iter().fold(0.0f64, |m, p| m.max(p.1));
+    if (x1 - x0).abs() < f64::EPSILON {
+        let pad = (x0.abs() * 0.1).max(1.0);
+        x0 -= pad;
+        x1 += pad;
+    } else {
+        let pad = (x1 - x0) * 0.05;
+        x0 -= pad;
+        x1 += pad;
+    }
+    let y1 = if y1 > 0.0 { y1 * 1.12 } else { 1.0 };
+    Some(((x0, x1), (0.0, y1)))
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let Some(((x0, x1), (y0, y1))) = ranges(panel) else {
+        area.draw(&Text::new(
+            format!("{}: no data", panel.title),
+            (40, 60),
+            ("sans-serif", 20),
+        ))
+        .map_err(err)?;
+        return Ok(());
+    };
+    let ticks = panel.x_ticks.clone().unwrap_or_default();
+    let labelled = panel.series.iter().filter(|s| !s.points.is_empty()).count();
+    let caption = if labelled > MAX_LEGEND {
+        format!("{} (legend: first {MAX_LEGEND} of {labelled})", panel.title)
+    } else {
+        panel.title.clone()
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&caption, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(RGBColor(246, 246, 246))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .y_label_formatter(&|v| short_number(*v));
+    if ticks.is_empty() {
+        mesh.x_labels(8).x_label_formatter(&|v| short_number(*v));
+    } else {
+        // ISL ticks are drawn below, exactly at the ISLs, as exact token counts.
+        mesh.x_labels(0).disable_x_mesh();
+    }
+    mesh.draw().map_err(err)?;
+    if !ticks.is_empty() {
+        draw_isl_ticks(area, &mut chart, &ticks, (y0, y1)).map_err(err)?;
+    }
+    let mut color_index = 0;
+    let mut legend_entries = 0;
+    for series in &panel.series {
+        let color = if series.style == Style::GreyPoints {
+            RGBColor(150, 150, 150)
+        } else {
+            let slot = series.color.unwrap_or_else(|| {
+                color_index += 1;
+                color_index - 1
+            });
+            COLORS[slot % COLORS.len()]
+        };
+        let in_legend = legend_entries < MAX_LEGEND && !series.points.is_empty();
+        legend_entries += usize::from(in_legend);
+        draw_series(&mut chart, series, color, in_legend).map_err(err)?;
+    }
+    if panel.series.iter().any(|s| !s.points.is_empty()) {
+        chart
+            .configure_series_labels()
+            .position(legend_corner(panel, (x0, x1), (y0, y1)))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The corner whose region (a third of the width, 40% of the height) holds the fewest points.
+fn legend_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let (w, h) = (x1 - x0, y1 - y0);
+    let count = |left: bool, top: bool| {
+        panel
+            .series
+            .iter()
+            .flat_map(|s| interpolated(&s.points))
+            .filter(|(x, y)| {
+                let in_x = if left {
+                    *x <= x0 + w * 0.36
+                } else {
+                    *x >= x1 - w * 0.36
+                };
+                let in_y = if top {
+                    *y >= y1 - h * 0.42
+                } else {
+                    *y <= y0 + h * 0.42
+                };
+                in_x && in_y
+            })
+            .count()
+    };
+    [
+        (count(false, true), SeriesLabelPosition::UpperRight),
+        (count(true, true), SeriesLabelPosition::UpperLeft),
+        (count(false, false), SeriesLabelPosition::LowerRight),
+        (count(true, false), SeriesLabelPosition::LowerLeft),
+    ]
+    .into_iter()
+    .min_by_key(|(n, _)| *n)
+    .map_or(SeriesLabelPosition::UpperRight, |(_, p)| p)
+}
+
+/// Points along a polyline (10 per segment), so a line crossing a corner counts as there.
+fn interpolated(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = points.to_vec();
+    for w in points.windows(2) {
+        for i in 1..10 {
+            let t = f64::from(i) / 10.0;
+            out.push((
+                w[0].0 + (w[1].0 - w[0].0) * t,
+                w[0].1 + (w[1].1 - w[0].1) * t,
+            ));
+        }
+    }
+    out
+}
+
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A light grid line and an exact label at every ISL; labels that would collide with the previous
+/// one are skipped so none overlap.
+fn draw_isl_ticks<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &mut Chart<'_, DB>,
+    ticks: &[f64],
+    (y0, y1): (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let grid = RGBColor(225, 225, 225);
+    for &t in ticks {
+        chart.draw_series(LineSeries::new(
+            vec![(t, y0), (t, y1)],
+            grid.stroke_width(1),
+        ))?;
+    }
+    let (base_x, base_y) = area.get_base_pixel();
+    let font = ("sans-serif", 15).into_font().color(&BLACK);
+    let mut last_right = i32::MIN;
+    for &t in ticks {
+        let label = format!("{t:.0}");
+        let (px, py) = chart.backend_coord(&(t, y0));
+        let width = 9 * label.len() as i32;
+        let left = px - base_x - width / 2;
+        if left <= last_right + 6 {
+            continue;
+        }
+        last_right = left + width;
+        area.draw(&PathElement::new(
+            vec![(px - base_x, py - base_y), (px - base_x, py - base_y + 5)],
+            BLACK,
+        ))?;
+        area.draw(&Text::new(label, (left, py - base_y + 8), font.clone()))?;
+    }
+    Ok(())
+}
+
+fn draw_series<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    s: &Series,
+    color: RGBColor,
+    in_legend: bool,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let pts: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    let legend_color = color;
+    let label = s.label.clone();
+    // Only series in the legend get a label and a swatch: plotters draws one per `.legend` call.
+    macro_rules! annotate {
+        ($anno:expr, $swatch:expr) => {
+            if in_legend {
+                $anno.label(label).legend($swatch);
+            }
+        };
+    }
+    match s.style {
+        Style::GreyPoints => {
+            let anno = chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            annotate!(anno, move |(x, y)| Circle::new(
+                (x + 10, y),
+                4,
+                legend_color.filled()
+            ));
+            return Ok(());
+        }
+        Style::LineWithMarkers => {
+            let anno = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
+            annotate!(anno, move |(x, y)| PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                legend_color.stroke_width(2)
+            ));
+        }
+        Style::Band => {
+            let base = pts.iter().map(|p| p.1).fold(0.0, f64::min);
+            let anno = chart.draw_series(
+                AreaSeries::new(pts.clone(), base, color.mix(0.35))
+                    .border_style(color.stroke_width(2)),
+            )?;
+            annotate!(anno, move |(x, y)| Rectangle::new(
+                [(x, y - 5), (x + 18, y + 5)],
+                legend_color.mix(0.6).filled()
+            ));
+        }
+        Style::DashedWithMarkers => {
+            let anno = chart.draw_series(DashedLineSeries::new(
+                pts.clone(),
+                6,
+                4,
+                color.stroke_width(2),
+            ))?;
+            annotate!(anno, move |(x, y)| PathElement::new(
+                vec![(x, y), (x + 8, y)],
+                legend_color.stroke_width(2)
+            ));
+        }
+    }
+    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    if !s.point_labels.is_empty() {
+        chart.draw_series(pts.iter().zip(&s.point_labels).map(|(p, label)| {
+            EmptyElement::at(*p)
+                + Text::new(
+                    label.clone(),
+                    (6, -16),
+                    ("sans-serif", 13).into_font().color(&color),
+                )
+        }))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_numbers_read_well() {
+        assert_eq!(short_number(0.0), "0");
+        assert_eq!(short_number(950.0), "950");
+        assert_eq!(short_number(2.5), "2.5");
+        assert_eq!(short_number(12_345.0), "12.3k");
+        assert_eq!(short_number(2_500_000.0), "2.5M");
+        assert_eq!(short_number(14_336.0), "14.3k");
+    }
+}

@@ -1,0 +1,387 @@
+//! Data shaping: from runs to the series each chart draws. Pure, so every chart's numbers are
+//! tested without drawing anything.
+
+use crate::load::Run;
+use std::collections::BTreeMap;
+
+/// A named line or point set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub style: Style,
+    /// Text drawn beside each point (same length as `points`), e.g. its concurrency.
+    pub point_labels: Vec<String>,
+    /// Palette slot; series sharing one (a concurrency's median and P99) share a colour.
+    pub color: Option<usize>,
+}
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    LineWithMarkers,
+    DashedWithMarkers,
+    GreyPoints,
+    /// A filled band from zero up to the line (SLA frontiers, stacked).
+    Band,
+}
+
+/// One panel of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Ticks at exactly these x values (the ISLs), when set.
+    pub x_ticks: Option<Vec<f64>>,
+}
+
+fn line(label: String, points: Vec<(f64, f64)>, style: Style) -> Series {
+    Series {
+        label,
+        points,
+        style,
+        point_labels: Vec::new(),
+        color: None,
+    }
+}
+
+/// Distinct sorted ISLs.
+fn isls(runs: &[Run]) -> Vec<f64> {
+    let mut v: Vec<u64> = runs.iter().map(|r| r.isl).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into_iter().map(|x| x as f64).collect()
+}
+
+/// One line per concurrency (and TP when several are mixed): `value` against ISL.
+pub fn per_concurrency(
+    runs: &[Run],
+    value: impl Fn(&Run) -> Option<f64>,
+    style: Style,
+    suffix: &str,
+) -> Vec<Series> {
+    let mixed_tp = runs
+        .iter()
+        .map(|r| r.tp)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1;
+    let mut groups: BTreeMap<(u64, u32), Vec<(f64, f64)>> = BTreeMap::new();
+    for r in runs {
+        if let Some(v) = value(r).filter(|v| v.is_finite()) {
+            groups
+                .entry((r.conc, r.tp))
+                .or_default()
+                .push((r.isl as f64, v));
+        }
+    }
+    // Colour by concurrency (and TP), so a concurrency keeps its colour across series.
+    let mut keys: Vec<(u64, u32)> = runs.iter().map(|r| (r.conc, r.tp)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    groups
+        .into_iter()
+        .map(|((conc, tp), mut pts)| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let label = if mixed_tp {
+                format!("conc {conc} tp{tp}{suffix}")
+            } else {
+                format!("conc {conc}{suffix}")
+            };
+            let mut s = line(label, pts, style);
+            s.color = keys.iter().position(|k| *k == (conc, tp));
+            s
+        })
+        .collect()
+}
+
+/// The throughput chart: prefill (input tok/s) and decode (output tok/s) against ISL.
+pub fn throughput(runs: &[Run]) -> Vec<Panel> {
+    let ticks = Some(isls(runs));
+    vec![
+        Panel {
+            title: "Prefill".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "Input token throughput (tok/s)".into(),
+            series: per_concurrency(
+                runs,
+                |r| Some(r.input_throughput),
+                Style::LineWithMarkers,
+                "",
+            ),
+            x_ticks: ticks.clone(),
+        },
+        Panel {
+            title: "Decode".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "Output token throughput (tok/s)".into(),
+            series: per_concurrency(
+                runs,
+                |r| Some(r.output_throughput),
+                Style::LineWithMarkers,
+                "",
+            ),
+            x_ticks: ticks,
+        },
+    ]
+}
+
+/// The latency chart: median (solid) and P99 (dashed) TTFT and TPOT against ISL.
+pub fn latency(runs: &[Run]) -> Vec<Panel> {
+    let ticks = Some(isls(runs));
+    let both = |median: fn(&Run) -> Option<f64>, p99: fn(&Run) -> Option<f64>| {
+        let mut s = per_concurrency(runs, median, Style::LineWithMarkers, " median");
+        s.extend(per_concurrency(runs, p99, Style::DashedWithMarkers, " P99"));
+        s
+    };
+    vec![
+        Panel {
+            title: "Time to first token".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "TTFT (ms)".into(),
+            series: both(|r| r.median_ttft_ms, |r| r.p99_ttft_ms),
+            x_ticks: ticks.clone(),
+        },
+        Panel {
+            title: "Time per output token".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "TPOT (ms)".into(),
+            series: both(|r| r.median_tpot_ms, |r| r.p99_tpot_ms),
+            x_ticks: ticks,
+        },
+    ]
+}
+
+/// For each ISL, the best `value` among runs whose `latency` is at most `limit`.
+pub fn frontier(
+    runs: &[Run],
+    limit: f64,
+    value: impl Fn(&Run) -> f64,
+    latency: impl Fn(&Run) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    let mut best: BTreeMap<u64, f64> = BTreeMap::new();
+    for r in runs {
+        if latency(r).is_some_and(|l| l <= limit) {
+            let v = value(r);
+            if v.is_finite() {
+                let e = best.entry(r.isl).or_insert(v);
+                *e = e.max(v);
+            }
+        }
+    }
+    best.into_iter().map(|(isl, v)| (isl as f64, v)).collect()
+}
+
+/// The SLA view: per-GPU throughput against ISL, every run as a grey point, and per threshold
+/// the best run that meets it (P99 TTFT for prefill, P99 TPOT for decode).
+pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<Panel> {
+    let ticks = Some(isls(runs));
+    let per_gpu_in = |r: &Run| r.input_throughput / f64::from(r.tp);
+    let per_gpu_out = |r: &Run| r.output_throughput / f64::from(r.tp);
+    // Bands are listed loosest first so each stricter (lower) band is drawn over the looser ones.
+    let mut prefill = Vec::new();
+    for &s in ttft_limits_s.iter().rev() {
+        let pts = frontier(runs, s * 1e3, per_gpu_in, |r| r.p99_ttft_ms);
+        prefill.push(line(
+            format!("P99 TTFT <= {}", seconds_label(s)),
+            pts,
+            Style::Band,
+        ));
+    }
+    prefill.push(line(
+        "every run".into(),
+        runs.iter().map(|r| (r.isl as f64, per_gpu_in(r))).collect(),
+        Style::GreyPoints,
+    ));
+    let mut decode = Vec::new();
+    for &ms in tpot_limits_ms.iter().rev() {
+        let pts = frontier(runs, ms, per_gpu_out, |r| r.p99_tpot_ms);
+        decode.push(line(format!("P99 TPOT <= {ms} ms"), pts, Style::Band));
+    }
+    decode.push(line(
+        "every run".into(),
+        runs.iter()
+            .map(|r| (r.isl as f64, per_gpu_out(r)))
+            .collect(),
+        Style::GreyPoints,
+    ));
+    vec![
+        Panel {
+            title: "Prefill within TTFT SLA".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "Input tok/s per GPU".into(),
+            series: prefill,
+            x_ticks: ticks.clone(),
+        },
+        Panel {
+            title: "Decode within TPOT SLA".into(),
+            x_label: "Token Position (ISL)".into(),
+            y_label: "Output tok/s per GPU".into(),
+            series: decode,
+            x_ticks: ticks,
+        },
+    ]
+}
+
+fn seconds_label(s: f64) -> String {
+    if s < 1.0 {
+        format!("{} ms", (s * 1e3).round())
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// The Pareto view: total throughput per GPU against interactivity, one curve per ISL, each point
+/// labelled with its concurrency.
+pub fn pareto(runs: &[Run]) -> Vec<Panel> {
+    let mut by_isl: BTreeMap<u64, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_isl.entry(r.isl).or_default().push(r);
+    }
+    let series = by_isl
+        .into_iter()
+        .map(|(isl, mut rs)| {
+            rs.retain(|r| r.interactivity().is_some());
+            rs.sort_by(|a, b| {
+                a.interactivity()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.interactivity().unwrap_or(0.0))
+            });
+            Series {
+                label: format!("ISL {isl}"),
+                points: rs
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.interactivity().unwrap_or(0.0),
+                            r.total_throughput / f64::from(r.tp),
+                        )
+                    })
+                    .collect(),
+                style: Style::LineWithMarkers,
+                point_labels: rs.iter().map(|r| format!("c{}", r.conc)).collect(),
+                color: None,
+            }
+        })
+        .collect();
+    vec![Panel {
+        title: "Throughput vs interactivity".into(),
+        x_label: "Interactivity (tok/s/user)".into(),
+        y_label: "Total tok/s per GPU".into(),
+        series,
+        x_ticks: None,
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        tp: u32,
+        isl: u64,
+        conc: u64,
+        input: f64,
+        output: f64,
+        p99_ttft_ms: f64,
+        p99_tpot_ms: f64,
+    ) -> Run {
+        Run {
+            file: format!("r_tp{tp}_isl{isl}_osl128_conc{conc}.json").into(),
+            tp,
+            isl,
+            osl: 128,
+            conc,
+            input_throughput: input,
+            output_throughput: output,
+            total_throughput: input + output,
+            median_ttft_ms: Some(p99_ttft_ms / 2.0),
+            p99_ttft_ms: Some(p99_ttft_ms),
+            median_tpot_ms: Some(p99_tpot_ms / 2.0),
+            p99_tpot_ms: Some(p99_tpot_ms),
+            sim_time_scale: None,
+        }
+    }
+
+    #[test]
+    fn one_line_per_concurrency_sorted_by_isl() {
+        let runs = vec![
+            run(4, 2048, 8, 10.0, 1.0, 1.0, 1.0),
+            run(4, 1024, 8, 20.0, 2.0, 1.0, 1.0),
+            run(4, 1024, 4, 5.0, 3.0, 1.0, 1.0),
+        ];
+        let p = throughput(&runs);
+        assert_eq!(p[0].series.len(), 2);
+        assert_eq!(p[0].series[0].label, "conc 4");
+        assert_eq!(p[0].series[1].points, vec![(1024.0, 20.0), (2048.0, 10.0)]);
+        assert_eq!(p[1].series[1].points, vec![(1024.0, 2.0), (2048.0, 1.0)]);
+        assert_eq!(p[0].x_ticks, Some(vec![1024.0, 2048.0]));
+    }
+
+    #[test]
+    fn mixed_tp_values_get_their_own_lines() {
+        let runs = vec![
+            run(4, 1024, 8, 1.0, 1.0, 1.0, 1.0),
+            run(8, 1024, 8, 2.0, 1.0, 1.0, 1.0),
+        ];
+        let labels: Vec<String> = throughput(&runs)[0]
+            .series
+            .iter()
+            .map(|s| s.label.clone())
+            .collect();
+        assert_eq!(labels, vec!["conc 8 tp4", "conc 8 tp8"]);
+    }
+
+    #[test]
+    fn frontier_takes_the_best_run_within_the_limit_per_gpu() {
+        let runs = vec![
+            run(4, 1024, 4, 4000.0, 400.0, 400.0, 30.0),
+            run(4, 1024, 16, 16000.0, 1200.0, 1500.0, 80.0),
+            run(4, 2048, 4, 8000.0, 300.0, 900.0, 40.0),
+        ];
+        let panels = sla(&runs, &[0.5, 2.0], &[50.0]);
+        // Loosest band first. <= 2 s: both ISLs, the best of each, per GPU.
+        assert_eq!(panels[0].series[0].label, "P99 TTFT <= 2 s");
+        assert_eq!(
+            panels[0].series[0].points,
+            vec![(1024.0, 4000.0), (2048.0, 2000.0)]
+        );
+        // <= 500 ms: only the conc-4 run at ISL 1024 qualifies: 4000 tok/s / 4 GPUs.
+        assert_eq!(panels[0].series[1].label, "P99 TTFT <= 500 ms");
+        assert_eq!(panels[0].series[1].points, vec![(1024.0, 1000.0)]);
+        assert_eq!(
+            panels[1].series[0].points,
+            vec![(1024.0, 100.0), (2048.0, 75.0)]
+        );
+        assert_eq!(
+            panels[0].series[2].points.len(),
+            3,
+            "every run is a grey point"
+        );
+        assert_eq!(panels[0].series[2].style, Style::GreyPoints);
+    }
+
+    #[test]
+    fn pareto_divides_by_tp_and_labels_concurrency() {
+        let runs = vec![
+            run(2, 1024, 4, 100.0, 100.0, 1.0, 20.0),
+            run(2, 1024, 16, 300.0, 100.0, 1.0, 40.0),
+        ];
+        let p = pareto(&runs);
+        let s = &p[0].series[0];
+        // Interactivity = 1000 / median TPOT (10 ms and 20 ms).
+        assert_eq!(s.points, vec![(50.0, 200.0), (100.0, 100.0)]);
+        assert_eq!(s.point_labels, vec!["c16", "c4"]);
+    }
+
+    #[test]
+    fn nan_and_missing_values_are_dropped_not_drawn() {
+        let mut r = run(1, 1024, 4, f64::NAN, 1.0, 1.0, 1.0);
+        r.p99_ttft_ms = None;
+        let p = throughput(&[r.clone()]);
+        assert!(p[0].series.is_empty() || p[0].series[0].points.is_empty());
+        assert!(frontier(&[r], 1e9, |x| x.output_throughput, |x| x.p99_ttft_ms).is_empty());
+    }
+}

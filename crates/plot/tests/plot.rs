@@ -1,0 +1,210 @@
+//! The plotter on real files from all three producers, and on awkward folders.
+
+use assert_cmd::Command;
+use plot::{load, PlotArgs};
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn fixtures(sub: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/results")
+        .join(sub)
+}
+
+fn args(dir: &Path, output: &Path, kind: plot::Kind) -> PlotArgs {
+    PlotArgs {
+        results_dir: dir.to_path_buf(),
+        glob: "*_tp*_isl*_osl*_conc*.json".into(),
+        output: output.to_path_buf(),
+        title: None,
+        kind,
+        ttft_slas: vec![0.5, 1.0, 2.0, 5.0, 10.0],
+        tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
+        width: 900,
+        height: 400,
+    }
+}
+
+/// Decodes a PNG and returns its size and how many pixels are not white.
+fn png_ink(path: &Path) -> (u32, u32, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("png exists"),
+    ));
+    let mut reader = decoder.read_info().expect("valid png");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let channels = info.color_type.samples();
+    let ink = buf[..info.buffer_size()]
+        .chunks(channels)
+        .filter(|px| px.iter().take(3).any(|c| *c < 200))
+        .count();
+    (info.width, info.height, ink)
+}
+
+#[test]
+fn python_files_in_seconds_become_milliseconds() {
+    let (runs, warnings) =
+        load::load_dir(&fixtures("python"), "*_tp*_isl*_osl*_conc*.json").expect("loads");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(runs.len(), 3);
+    let r = &runs[0];
+    assert_eq!((r.tp, r.isl, r.osl, r.conc), (4, 1024, 128, 4));
+    assert!((r.median_ttft_ms.expect("ttft") - 210.0).abs() < 1e-9);
+    assert!((r.p99_tpot_ms.expect("tpot") - 28.8).abs() < 1e-9);
+    assert!(
+        (r.total_throughput - 4280.0).abs() < 1e-9,
+        "no total key: input + output"
+    );
+}
+
+#[test]
+fn vllm_and_inferperf_files_read_milliseconds_directly() {
+    let (vllm, _) = load::load_dir(&fixtures("vllm"), "*.json").expect("loads");
+    assert_eq!(vllm.len(), 2);
+    assert_eq!(vllm[0].median_ttft_ms, Some(310.0));
+    assert_eq!(vllm[0].total_throughput, 6860.0);
+    let (ours, _) = load::load_dir(&fixtures("inferperf"), "*.json").expect("loads");
+    assert_eq!(ours.len(), 2);
+    assert!(ours.iter().all(|r| r.sim_time_scale == Some(20.0)));
+}
+
+#[test]
+fn every_chart_renders_a_png_of_the_requested_size_with_ink() {
+    let out = tempfile::tempdir().expect("tempdir");
+    for (sub, kind) in [
+        ("python", plot::Kind::Throughput),
+        ("vllm", plot::Kind::Sla),
+        ("inferperf", plot::Kind::All),
+    ] {
+        let written = plot::run(&args(
+            &fixtures(sub),
+            &out.path().join(format!("{sub}.png")),
+            kind,
+        ))
+        .expect("renders");
+        for path in written {
+            let (w, h, ink) = png_ink(&path);
+            assert_eq!(h, 400, "{}", path.display());
+            assert!(
+                w == 900 || w == 900 * 5 / 8,
+                "{}: width {w}",
+                path.display()
+            );
+            assert!(
+                ink > 2000,
+                "{} looks blank ({ink} dark pixels)",
+                path.display()
+            );
+        }
+    }
+    assert!(out.path().join("inferperf_pareto.png").is_file());
+    assert!(out.path().join("inferperf_latency.png").is_file());
+}
+
+#[test]
+fn svg_output_by_extension() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let path = out.path().join("chart.svg");
+    plot::run(&args(&fixtures("vllm"), &path, plot::Kind::Latency)).expect("renders");
+    let text = std::fs::read_to_string(&path).expect("svg");
+    assert!(text.starts_with("<svg") && text.contains("Time to first token"));
+}
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).expect("write");
+}
+
+#[test]
+fn bad_files_are_skipped_by_name_and_an_empty_folder_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "a_tp1_isl100_osl10_conc1.json",
+        r#"{"input_throughput": 10, "output_throughput": 1}"#,
+    );
+    write(
+        dir.path(),
+        "b_tp1_isl200_osl10_conc1.json",
+        r#"{"output_throughput": 1}"#,
+    );
+    write(dir.path(), "c_tp1_isl300_osl10_conc1.json", "{broken");
+    let (runs, warnings) = load::load_dir(dir.path(), "*_tp*_isl*_osl*_conc*.json").expect("loads");
+    assert_eq!(runs.len(), 1);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("b_tp1") && w.contains("input_throughput")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("c_tp1") && w.contains("not JSON")),
+        "{warnings:?}"
+    );
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(empty.path())
+        .arg("--output")
+        .arg(empty.path().join("x.png"))
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains(empty.path().display().to_string())
+                .and(predicate::str::contains("*_tp*_isl*_osl*_conc*.json")),
+        );
+}
+
+#[test]
+fn awkward_data_draws_without_panicking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One point, a zero, a huge value, a NaN-producing null, and mixed TP.
+    write(
+        dir.path(),
+        "x_tp4_isl1024_osl128_conc1.json",
+        r#"{"input_throughput": 0, "output_throughput": 0, "median_tpot_ms": 0}"#,
+    );
+    write(
+        dir.path(),
+        "x_tp8_isl1024_osl128_conc2.json",
+        r#"{"input_throughput": 1e12, "output_throughput": 5e9, "median_ttft_ms": null, "p99_ttft_ms": 1e9, "median_tpot_ms": 1e-9, "p99_tpot_ms": 1e-9}"#,
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let written = plot::run(&args(
+        dir.path(),
+        &out.path().join("odd.png"),
+        plot::Kind::All,
+    ))
+    .expect("renders");
+    assert_eq!(written.len(), 4);
+
+    // Thousands of files.
+    let many = tempfile::tempdir().expect("tempdir");
+    for i in 0..2000u64 {
+        let isl = 1024 * (1 + i % 20);
+        let conc = 1 + i / 20;
+        write(
+            many.path(),
+            &format!("m_tp4_isl{isl}_osl128_conc{conc}.json"),
+            &format!(
+                r#"{{"input_throughput": {}, "output_throughput": {}, "median_tpot_ms": {}, "p99_tpot_ms": {}, "p99_ttft_ms": {}}}"#,
+                1000 + i,
+                100 + i % 50,
+                10 + i % 30,
+                20 + i % 30,
+                100 + i
+            ),
+        );
+    }
+    let written = plot::run(&args(
+        many.path(),
+        &out.path().join("many.png"),
+        plot::Kind::Throughput,
+    ))
+    .expect("renders");
+    let (_, _, ink) = png_ink(&written[0]);
+    assert!(ink > 2000);
+}
