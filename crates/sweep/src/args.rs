@@ -31,6 +31,10 @@ pub struct SweepArgs {
     #[arg(long, default_value = "1h")]
     pub wait_timeout: String,
 
+    /// How often to look for the server-info file and poll /health while waiting.
+    #[arg(long, default_value = "2s")]
+    pub poll_interval: String,
+
     /// Folder for the result files and the sweep summary.
     #[arg(long, env = "RESULTS_DIR", default_value = "results")]
     pub results_dir: PathBuf,
@@ -182,6 +186,13 @@ impl SweepArgs {
             Some(_) => Source::Fixed(self.common.base_url()?),
             None => Source::ServerInfo(self.server_info.clone()),
         })
+    }
+
+    pub fn poll_interval(&self) -> anyhow::Result<Duration> {
+        Ok(bench::args::parse_duration(
+            "--poll-interval",
+            &self.poll_interval,
+        )?)
     }
 
     pub fn wait_timeout(&self) -> anyhow::Result<Duration> {

@@ -95,7 +95,8 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     check_writable(&plan.results_dir)?;
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
-    let discovery = Discovery::new(args.source()?, args.wait_timeout()?);
+    let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?);
+    discovery.poll = args.poll_interval()?;
     let mut url = discovery
         .healthy(&stop)
         .await
@@ -296,5 +297,6 @@ async fn run_cell(
             }
             Err(e) => return Err(e.into()),
         };
+        eprintln!("  retrying on the server healthy at {url}");
     }
 }

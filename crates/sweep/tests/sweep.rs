@@ -1,0 +1,333 @@
+//! The `sweep` binary against simulators the tests start and stop themselves.
+
+use assert_cmd::Command;
+use bench_sim::{SimConfig, SimHandle, Simulator};
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn tokenizer_dir() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/tokenizers/deepseek-v4")
+        .display()
+        .to_string()
+}
+
+/// Simulators on their own runtime so the binary under test can reach them.
+struct Sims {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sims {
+    fn new() -> Self {
+        Self {
+            runtime: tokio::runtime::Runtime::new().expect("runtime"),
+        }
+    }
+
+    fn start(&self, itl_ms: u64) -> SimHandle {
+        let mut cfg = SimConfig::preset("sim-model", "fixed").expect("preset");
+        cfg.timing = bench_sim::timing::Timing::Fixed {
+            ttft: Duration::from_millis(5),
+            itl: Duration::from_millis(itl_ms),
+        };
+        self.runtime
+            .block_on(Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr")))
+            .expect("simulator starts")
+    }
+
+    fn stop(&self, h: SimHandle) {
+        self.runtime.block_on(h.stop());
+    }
+}
+
+/// 2 input lengths x 2 concurrencies, tiny requests.
+const MATRIX: &[&str] = &[
+    "--input-lens",
+    "64,128",
+    "--concurrency",
+    "1,2",
+    "--output-len",
+    "8",
+    "--prompts-per-concurrency",
+    "3",
+    "--warmups-per-concurrency",
+    "1",
+];
+
+fn sweep(results: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("sweep").expect("binary");
+    cmd.args([
+        "--model",
+        "sim-model",
+        "--tokenizer",
+        &tokenizer_dir(),
+        "--name",
+        "t",
+        "--tp",
+        "2",
+    ])
+    .args(MATRIX)
+    .args([
+        "--poll-interval",
+        "100ms",
+        "--wait-timeout",
+        "30s",
+        "--disable-tqdm",
+        "--results-dir",
+    ])
+    .arg(results)
+    .args(extra)
+    .env_remove("SERVER_INFO_FILE")
+    .env_remove("RESULTS_DIR");
+    cmd
+}
+
+fn summary(results: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(results.join("sweep_summary.json")).expect("summary"),
+    )
+    .expect("json");
+    v["cells"].as_array().cloned().unwrap_or_default()
+}
+
+fn cell_files(results: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(results) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("t_tp2_") && n.ends_with(".json") && !n.contains("partial"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn dry_run_lists_cells_and_file_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sweep(
+        dir.path(),
+        &["--dry-run", "--base-url", "http://127.0.0.1:9"],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("t_tp2_isl128_osl8_conc2.json"))
+    .stdout(predicate::str::contains("prompts     6"));
+}
+
+#[test]
+fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    sweep(dir.path(), &["--base-url", &sim.url()])
+        .assert()
+        .success();
+    assert_eq!(
+        cell_files(dir.path()),
+        [
+            "t_tp2_isl128_osl8_conc1.json",
+            "t_tp2_isl128_osl8_conc2.json",
+            "t_tp2_isl64_osl8_conc1.json",
+            "t_tp2_isl64_osl8_conc2.json"
+        ]
+    );
+    let rows = summary(dir.path());
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["status"] == "done"
+        && r["completed"].as_u64() == Some(r["concurrency"].as_u64().unwrap_or(0) * 3)));
+    let csv = std::fs::read_to_string(dir.path().join("sweep_summary.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 5);
+    let cell: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("t_tp2_isl64_osl8_conc2.json")).expect("cell"),
+    )
+    .expect("json");
+    assert_eq!(cell["config"]["ignore_eos"], true);
+    assert_eq!(cell["config"]["prompt"]["range_ratio"], 0.2);
+    assert_eq!(cell["warmup"]["requests"], 2);
+    // A second run skips every finished cell.
+    sweep(dir.path(), &["--base-url", &sim.url()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("Skipped"));
+    assert!(summary(dir.path()).iter().all(|r| r["status"] == "skipped"));
+    sims.stop(sim);
+}
+
+#[test]
+fn a_server_info_file_that_appears_late_is_waited_for() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("server_info.txt");
+    let (url, info2) = (sim.url(), info.clone());
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::write(&info2, format!("{url}\n")).expect("write");
+    });
+    let results = dir.path().join("results");
+    sweep(&results, &["--server-info", &info.display().to_string()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("to appear"));
+    writer.join().expect("writer");
+    assert_eq!(cell_files(&results).len(), 4);
+    sims.stop(sim);
+}
+
+#[test]
+fn a_server_that_moves_to_another_port_is_followed() {
+    let sims = Sims::new();
+    let first = sims.start(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("server_info.txt");
+    std::fs::write(&info, format!("{}\n", first.url())).expect("write");
+    let results = dir.path().join("results");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer_dir(),
+            "--name",
+            "t",
+            "--tp",
+            "2",
+        ])
+        .args(MATRIX)
+        .args([
+            "--poll-interval",
+            "100ms",
+            "--wait-timeout",
+            "60s",
+            "--disable-tqdm",
+            "--retries",
+            "3",
+        ])
+        .arg("--results-dir")
+        .arg(&results)
+        .arg("--server-info")
+        .arg(&info)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    // Wait for the first finished cell, then kill the server mid-sweep.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cell_files(&results).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !cell_files(&results).is_empty(),
+        "first cell never finished"
+    );
+    sims.stop(first);
+    std::fs::remove_file(&info).expect("serve job removes the file");
+    std::thread::sleep(Duration::from_millis(800));
+    let second = sims.start(1);
+    std::fs::write(&info, format!("{}\n", second.url())).expect("rewrite");
+    let out = child.wait_with_output().expect("exits");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&second.url()),
+        "the sweep moved to the new server: {log}"
+    );
+    assert_eq!(cell_files(&results).len(), 4);
+    assert!(summary(&results).iter().all(|r| r["status"] == "done"));
+    sims.stop(second);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_then_resume_skips_exactly_the_finished_cells() {
+    let sims = Sims::new();
+    let sim = sims.start(40);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer_dir(),
+            "--name",
+            "t",
+            "--tp",
+            "2",
+        ])
+        .args(MATRIX)
+        .args(["--disable-tqdm", "--base-url", &sim.url(), "--results-dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cell_files(dir.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(child.wait().expect("exits").code(), Some(143));
+    let finished = cell_files(dir.path());
+    assert!(!finished.is_empty() && finished.len() < 4, "{finished:?}");
+    let rows = summary(dir.path());
+    assert_eq!(
+        rows.last().map(|r| r["status"].clone()),
+        Some("interrupted".into())
+    );
+    let partials = std::fs::read_dir(dir.path()).expect("dir").filter(|e| {
+        e.as_ref()
+            .is_ok_and(|e| e.file_name().to_string_lossy().contains(".partial.json"))
+    });
+    assert_eq!(
+        partials.count(),
+        1,
+        "the interrupted cell is kept, under a name resume ignores"
+    );
+
+    sweep(dir.path(), &["--base-url", &sim.url()])
+        .assert()
+        .success();
+    let rows = summary(dir.path());
+    let skipped = rows.iter().filter(|r| r["status"] == "skipped").count();
+    assert_eq!(
+        skipped,
+        finished.len(),
+        "exactly the finished cells are skipped"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "done").count(),
+        4 - finished.len()
+    );
+    sims.stop(sim);
+}
+
+#[test]
+fn a_malformed_server_info_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("server_info.txt");
+    std::fs::write(&info, "node12 port 8000\n").expect("write");
+    sweep(
+        &dir.path().join("r"),
+        &["--server-info", &info.display().to_string()],
+    )
+    .assert()
+    .code(1)
+    .stderr(
+        predicate::str::contains("server_info.txt")
+            .and(predicate::str::contains("node12 port 8000")),
+    );
+}
+
+#[test]
+fn a_results_folder_that_cannot_be_written_is_refused_before_any_cell() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    sweep(&file.join("results"), &["--base-url", "http://127.0.0.1:9"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--results-dir"));
+}
