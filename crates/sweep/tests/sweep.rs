@@ -184,7 +184,7 @@ fn a_server_that_moves_to_another_port_is_followed() {
     let info = dir.path().join("server_info.txt");
     std::fs::write(&info, format!("{}\n", first.url())).expect("write");
     let results = dir.path().join("results");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
         .args([
             "--model",
             "sim-model",
