@@ -119,13 +119,35 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         summary::write(&plan.results_dir, &rows).context("writing the sweep summary")?;
     }
     if let Some(sim) = simulated {
-        eprintln!("{}", sim.note());
+        let note = sim.note();
         sim.stop().await;
+        if !stop.is_cancelled() {
+            draw_demo_charts(&plan.results_dir);
+        }
+        eprintln!("{note}");
     }
     Ok(SweepOutcome {
         rows,
         interrupted_by: signals.received(),
     })
+}
+
+/// `--simulate` ends with every chart of the results, so a first run shows what a user gets.
+fn draw_demo_charts(results_dir: &Path) {
+    let args = plot::PlotArgs {
+        results_dir: results_dir.to_path_buf(),
+        glob: "sim_tp*_isl*_osl*_conc*.json".into(),
+        output: results_dir.join("charts").join("sim.png"),
+        title: None,
+        kind: plot::Kind::All,
+        ttft_slas: vec![0.5, 1.0, 2.0, 5.0, 10.0],
+        tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
+        width: 1400,
+        height: 560,
+    };
+    if let Err(e) = plot::run(&args) {
+        eprintln!("warning: the demo charts could not be drawn: {e:#}");
+    }
 }
 
 fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {

@@ -1,0 +1,49 @@
+# Recipes over the commands README.md documents. `cargo install just` to use them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build every binary, optimised (for a cluster: `just build-static`, see docs/slurm.md).
+build:
+    cargo build --release
+
+# Statically linked binaries (musl) that run in any container image or none.
+build-static:
+    rustup target add x86_64-unknown-linux-musl
+    cargo build --release --target x86_64-unknown-linux-musl
+    @echo "binaries in target/x86_64-unknown-linux-musl/release/"
+
+# The whole test suite (what CI runs after fmt and clippy).
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The main job on the built-in simulator: results/ and results/charts/.
+demo:
+    cargo run --release -p sweep -- --simulate
+
+# A sweep against a running server; pass sweep flags, e.g. `just sweep --base-url http://node12:8000`.
+sweep *ARGS:
+    cargo run --release -p sweep -- {{ARGS}}
+
+# Charts of a results folder: `just plot results` (all kinds, into results/charts/).
+plot DIR="results":
+    cargo run --release -p plot -- --results-dir {{DIR}} --kind all --output {{DIR}}/charts/chart.png
+
+# Submit the serve and sweep jobs (settings from the environment, see docs/slurm.md).
+submit:
+    slurm/submit.sh
+
+# Cancel the jobs the last submit started.
+cancel:
+    slurm/cancel.sh
+
+# Client fidelity against the simulator, and prompt-building speed (docs/performance.md).
+fidelity:
+    cargo run --release -p bench-core --example fidelity
+
+prompt-speed:
+    cargo bench -p bench-core --bench prompts
