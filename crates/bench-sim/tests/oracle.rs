@@ -1,0 +1,255 @@
+//! The simulator as an oracle: a minimal client of its own (raw HTTP, none of the project's client
+//! code) streams from it, and the instants it reads each event at must match the simulator's
+//! truth: never before the hand-over, and within a small bound after it, at 1, 64 and 1,024
+//! concurrent streams. Also the wire behaviour and faults a client relies on.
+
+use bench_sim::timing::Timing;
+use bench_sim::truth::TruthOutcome;
+use bench_sim::{SimConfig, SimHandle, Simulator};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+async fn sim(ttft_ms: u64, itl_ms: u64, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig::preset("m", "fixed").expect("preset");
+    cfg.timing = Timing::Fixed {
+        ttft: Duration::from_millis(ttft_ms),
+        itl: Duration::from_millis(itl_ms),
+    };
+    tweak(&mut cfg);
+    Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("starts")
+}
+
+/// What the raw client saw on one stream: the reply id and (read instant, token events in it).
+struct Seen {
+    id: u64,
+    reads: Vec<(Instant, usize)>,
+}
+
+/// Streams one completion and stamps every read; counts `"text":` occurrences as token events.
+async fn stream(http: &reqwest::Client, url: &str, max_tokens: u32) -> Seen {
+    let body = format!(
+        r#"{{"model":"m","prompt":"hello there","max_tokens":{max_tokens},"stream":true,"stream_options":{{"include_usage":true}},"ignore_eos":true}}"#
+    );
+    let mut resp = http
+        .post(format!("{url}/v1/completions"))
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let mut seen = Seen {
+        id: u64::MAX,
+        reads: Vec::new(),
+    };
+    let mut carry = String::new();
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        let at = Instant::now();
+        carry.push_str(&String::from_utf8_lossy(&chunk));
+        if seen.id == u64::MAX {
+            if let Some(pos) = carry.find("\"id\":\"cmpl-") {
+                let hex = &carry[pos + 11..pos + 27];
+                seen.id = u64::from_str_radix(hex, 16).expect("hex id");
+            }
+        }
+        let events = carry.matches("\"text\":").count();
+        // Keep only an incomplete trailing event for the next read.
+        carry = carry.rsplit("\n\n").next().unwrap_or("").to_string();
+        if events > 0 {
+            seen.reads.push((at, events));
+        }
+    }
+    seen
+}
+
+/// Max and mean of (client read - simulator hand-over) over every output event, in ms.
+async fn lag_at(concurrency: usize) -> (f64, f64, usize) {
+    let handle = sim(50, 10, |_| {}).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+        .expect("client");
+    let url = handle.url();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { stream(&http, &url, 20).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.expect("task"));
+    }
+    let truth: HashMap<u64, _> = handle.truth().into_iter().map(|t| (t.id, t)).collect();
+    let mut lags = Vec::new();
+    for s in &seen {
+        let t = &truth[&s.id];
+        assert_eq!(t.outcome, TruthOutcome::Completed);
+        assert_eq!(t.tokens_sent(), 20);
+        let sent: Vec<Instant> = t.output_sent().collect();
+        // Expand each read to the events it carried, in order.
+        let reads: Vec<Instant> = s
+            .reads
+            .iter()
+            .flat_map(|(at, n)| std::iter::repeat_n(*at, *n))
+            .collect();
+        assert_eq!(
+            reads.len(),
+            sent.len(),
+            "every event the simulator sent was read"
+        );
+        for (r, w) in reads.iter().zip(&sent) {
+            assert!(r >= w, "read before the simulator handed the event over");
+            lags.push((*r - *w).as_secs_f64() * 1e3);
+        }
+        // The simulator kept its own plan: hand-over no earlier than due.
+        for (w, due) in sent.iter().zip(&t.token_due) {
+            assert!(w >= due);
+        }
+    }
+    let max = lags.iter().copied().fold(0.0, f64::max);
+    let mean = lags.iter().sum::<f64>() / lags.len() as f64;
+    handle.stop().await;
+    (max, mean, lags.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_match_the_truth_at_1_64_and_1024_streams() {
+    // Client and simulator share two cores and one runtime here; measured on such a machine:
+    // mean 0.03 / 0.2 / 1.2 ms and max 0.05 / 0.8 / 22 ms. The bounds leave room for a busy CI host.
+    for (conc, max_bound, mean_bound) in [(1, 5.0, 1.0), (64, 20.0, 3.0), (1024, 150.0, 10.0)] {
+        let (max, mean, events) = lag_at(conc).await;
+        eprintln!("{conc} streams: {events} events, read lag mean {mean:.3} ms, max {max:.3} ms");
+        assert_eq!(events, conc * 20);
+        assert!(max < max_bound, "{conc} streams: max lag {max} ms");
+        assert!(mean < mean_bound, "{conc} streams: mean lag {mean} ms");
+    }
+}
+
+#[tokio::test]
+async fn errors_match_vllm_bodies() {
+    let handle = sim(1, 1, |c| c.max_model_len = 100).await;
+    let http = reqwest::Client::new();
+    let post = |body: &'static str| {
+        http.post(format!("{}/v1/completions", handle.url()))
+            .body(body)
+            .send()
+    };
+    let r = post(r#"{"model":"gpt-4","prompt":"x"}"#)
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(
+        v["error"]["message"],
+        "The model `gpt-4` does not exist. Valid aliases: m."
+    );
+    let r = post(r#"{"model":"m","prompt":"x","max_tokens":400}"#)
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(v["error"]["param"], "max_tokens");
+    let r = post(r#"{"model":"m","prompt":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100]}"#).await.expect("reply");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(v["error"]["param"], "input_tokens");
+    // prompt + max_tokens over the limit is clamped, not refused (as vLLM does).
+    let r = post(r#"{"model":"m","prompt":[1,2,3,4,5,6,7,8,9,10],"max_tokens":95}"#)
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("json");
+    assert_eq!(v["usage"]["completion_tokens"], 90);
+    let r = post("{not json").await.expect("reply");
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!("{}/nope", handle.url()))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.expect("text"), r#"{"detail":"Not Found"}"#);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn slow_start_and_scripted_restart() {
+    let handle = sim(1, 200, |c| {
+        c.slow_start = Duration::from_millis(300);
+        c.restart_after = Some(Duration::from_millis(600));
+        c.restart_downtime = Duration::from_millis(400);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let health = || async {
+        http.get(format!("{}/health", handle.url()))
+            .send()
+            .await
+            .expect("reply")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health().await, 503, "not ready during slow start");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(health().await, 200);
+    // A long stream is cut by the restart.
+    let mut resp = http
+        .post(format!("{}/v1/completions", handle.url()))
+        .body(r#"{"model":"m","prompt":"x","max_tokens":50,"stream":true}"#)
+        .send()
+        .await
+        .expect("sent");
+    let mut cut = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the restart cuts open streams");
+    assert_eq!(health().await, 503, "down while restarting");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(health().await, 200, "back after the downtime");
+    assert!(handle
+        .truth()
+        .iter()
+        .any(|t| t.outcome == TruthOutcome::Restarted));
+    handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_engine_keeps_its_schedule_with_a_thousand_streams() {
+    let handle = {
+        let mut cfg = SimConfig::preset("m", "small-tp1").expect("preset");
+        cfg.time_scale = 1.0;
+        Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("starts")
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+        .expect("client");
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (http, url) = (http.clone(), handle.url());
+            tokio::spawn(async move { stream(&http, &url, 10).await })
+        })
+        .collect();
+    for t in tasks {
+        let s = t.await.expect("task");
+        assert_eq!(s.reads.iter().map(|r| r.1).sum::<usize>(), 10);
+    }
+    let schedule = handle.schedule();
+    eprintln!("{schedule:?}");
+    // 1,000 sequences decode in one batch of ~100 ms steps; the loop must not fall behind by more
+    // than a few steps' worth of jitter.
+    assert!(schedule.max_lateness_ms < 50.0, "{schedule:?}");
+    handle.stop().await;
+}
