@@ -6,11 +6,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 build:
     cargo build --release
 
-# Statically linked binaries (musl) that run in any container image or none.
+# Statically linked binaries that run in any container image or none (for the Slurm jobs).
 build-static:
-    rustup target add x86_64-unknown-linux-musl
-    cargo build --release --target x86_64-unknown-linux-musl
-    @echo "binaries in target/x86_64-unknown-linux-musl/release/"
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+    @echo "static binaries in target/x86_64-unknown-linux-gnu/release/"
 
 # The whole test suite (what CI runs after fmt and clippy).
 test:
