@@ -40,9 +40,11 @@ submit:
 cancel:
     slurm/cancel.sh
 
-# Client fidelity against the simulator, and prompt-building speed (docs/performance.md).
-fidelity:
-    cargo run --release -p bench-core --example fidelity
+# Client fidelity against the simulator in another process (docs/performance.md).
+fidelity LEVELS="1,10,100,500,1000,2000":
+    cargo build --release -p bench -p bench-sim
+    cargo run --release -p bench --example fidelity -- {{LEVELS}} --flood
 
+# Time to build 640 prompts of 14,000 tokens.
 prompt-speed:
     cargo bench -p bench-core --bench prompts

@@ -66,6 +66,7 @@ impl Client {
             .http
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", &plan.request_id)
             .body(plan.body.clone());
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -238,6 +239,7 @@ impl StreamState {
         };
         RequestRecord {
             index: plan.index,
+            request_id: plan.request_id.clone(),
             scheduled,
             sent,
             output_events: self.events,

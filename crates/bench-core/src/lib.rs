@@ -8,6 +8,7 @@
 //! prompts) are pure too, so each is tested without a network.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod overhead;

@@ -258,6 +258,7 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         RequestRecord {
             index: 0,
+            request_id: "inferperf-m0".into(),
             scheduled: None,
             sent: at(send_ms),
             output_events: events_ms.iter().map(|m| at(send_ms + m)).collect(),

@@ -67,6 +67,8 @@ pub enum TokenCountSource {
 pub struct RequestRecord {
     /// Position in the measured request list.
     pub index: usize,
+    /// The `x-request-id` it was sent with.
+    pub request_id: String,
     /// When the arrival schedule wanted it sent (rate mode only).
     pub scheduled: Option<Instant>,
     /// Handed to the HTTP client.
@@ -133,6 +135,7 @@ mod tests {
         let t0 = Instant::now();
         RequestRecord {
             index: 0,
+            request_id: "inferperf-m0".into(),
             scheduled: None,
             sent: t0,
             output_events: events_ms

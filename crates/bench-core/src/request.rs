@@ -10,6 +10,9 @@ use serde_json::json;
 #[derive(Debug, Clone)]
 pub struct RequestPlan {
     pub index: usize,
+    /// Sent as `x-request-id` (vLLM takes it as the request's id), so a server's own log can be
+    /// matched to the client's records: `inferperf-m<index>` measured, `inferperf-w<index>` warm-up.
+    pub request_id: String,
     pub body: Bytes,
     pub input_tokens: u64,
     pub max_tokens: u64,
@@ -46,13 +49,14 @@ pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Plans for `prompts`, numbered from 0.
-pub fn plans(config: &RunConfig, prompts: &[Prompt]) -> Vec<RequestPlan> {
+/// Plans for `prompts`, numbered from 0; `tag` starts each request id (`m` measured, `w` warm-up).
+pub fn plans(config: &RunConfig, prompts: &[Prompt], tag: char) -> Vec<RequestPlan> {
     prompts
         .iter()
         .enumerate()
         .map(|(index, p)| RequestPlan {
             index,
+            request_id: format!("inferperf-{tag}{index}"),
             body: body(config, p),
             input_tokens: p.tokens,
             max_tokens: config.output_len,

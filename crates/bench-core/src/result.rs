@@ -224,6 +224,39 @@ fn detailed(out: &mut Map<String, Value>, r: &RunReport) {
     );
 }
 
+/// Writes one JSON line per measured request with its raw instants as CLOCK_MONOTONIC
+/// nanoseconds (`send_ns`, `event_ns`, `end_ns`), to set against a server's own log.
+pub fn write_events(path: &Path, records: &[crate::record::RequestRecord]) -> std::io::Result<()> {
+    let clock = crate::clock::MonotonicClock::new().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "CLOCK_MONOTONIC is not available here",
+        )
+    })?;
+    let mut out = String::new();
+    for r in records {
+        let line = json!({
+            "request_id": r.request_id,
+            "index": r.index,
+            "ok": r.is_success(),
+            "send_ns": clock.ns(r.sent),
+            "event_ns": r.output_events.iter().map(|t| clock.ns(*t)).collect::<Vec<_>>(),
+            "end_ns": clock.ns(r.ended),
+            "output_tokens": r.output_tokens,
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), out)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Writes `value` to `path` atomically: a temporary file in the same folder, then a rename, so a
 /// reader (or a resumed sweep) never sees half a file.
 pub fn write_atomic(path: &Path, value: &Value) -> std::io::Result<()> {

@@ -127,8 +127,8 @@ pub async fn prepare(
             prompt::build(&tok, &cfg.prompt, PromptRole::Measured, cfg.num_prompts)?;
         let (warm, _) = prompt::build(&tok, &cfg.prompt, PromptRole::Warmup, cfg.num_warmups)?;
         Ok::<_, TokenizerError>((
-            request::plans(&cfg, &measured),
-            request::plans(&cfg, &warm),
+            request::plans(&cfg, &measured, 'm'),
+            request::plans(&cfg, &warm, 'w'),
             stats,
         ))
     })

@@ -11,7 +11,7 @@ use crate::wire::{self, Api, ChatRequest, CompletionRequest, EventWriter, Prompt
 use crate::SimConfig;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -135,6 +135,8 @@ fn unix_now() -> u64 {
 /// The parts of a request the simulation needs, whichever API it came on.
 struct Job {
     api: Api,
+    /// `x-request-id`, recorded in the truth so a client's log can be matched to it.
+    request_id: Option<String>,
     model: Option<String>,
     prompt_text: Option<String>,
     prompt_ids: Option<usize>,
@@ -144,7 +146,14 @@ struct Job {
     ignore_eos: bool,
 }
 
-async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: CompletionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -175,6 +184,7 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         .unwrap_or(false);
     let job = Job {
         api: Api::Completions,
+        request_id: request_id(&headers),
         model: req.model,
         prompt_text,
         prompt_ids,
@@ -186,7 +196,7 @@ async fn completions(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     serve(s, job).await
 }
 
-async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -209,6 +219,7 @@ async fn chat(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         .unwrap_or(false);
     let job = Job {
         api: Api::Chat,
+        request_id: request_id(&headers),
         model: req.model,
         prompt_text: Some(text),
         prompt_ids: None,
@@ -319,6 +330,7 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     };
     let truth = RequestTruth {
         id,
+        request_id: job.request_id.take(),
         api: if job.api == Api::Chat {
             "chat"
         } else {

@@ -4,7 +4,7 @@
 //! event's hand-over to the connection (when the body stream yielded its bytes to the HTTP
 //! server, the closest point to the socket this layer can see). Records are kept in memory for
 //! in-process tests and, optionally, appended to a JSONL file (times in seconds since the
-//! simulator started).
+//! simulator started, and as CLOCK_MONOTONIC nanoseconds to set against another process's log).
 
 use serde::Serialize;
 use std::io::Write;
@@ -36,6 +36,8 @@ pub struct SentEvent {
 #[derive(Debug, Clone)]
 pub struct RequestTruth {
     pub id: u64,
+    /// The client's `x-request-id`, when it sent one.
+    pub request_id: Option<String>,
     pub api: &'static str,
     pub prompt_tokens: u64,
     pub max_tokens: u64,
@@ -61,14 +63,19 @@ impl RequestTruth {
 #[derive(Debug)]
 pub struct TruthLog {
     epoch: Instant,
+    /// CLOCK_MONOTONIC at `epoch`, when readable.
+    epoch_ns: Option<u64>,
     records: Mutex<Vec<RequestTruth>>,
     jsonl: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl TruthLog {
     pub fn new(epoch: Instant, jsonl: Option<std::fs::File>) -> Self {
+        let epoch_ns = monotonic_ns()
+            .map(|now| now - Instant::now().saturating_duration_since(epoch).as_nanos() as u64);
         Self {
             epoch,
+            epoch_ns,
             records: Mutex::new(Vec::new()),
             jsonl: jsonl.map(|f| Mutex::new(std::io::BufWriter::new(f))),
         }
@@ -94,8 +101,16 @@ impl TruthLog {
 
     fn to_json(&self, t: &RequestTruth) -> serde_json::Value {
         let s = |i: Instant| i.saturating_duration_since(self.epoch).as_secs_f64();
+        let ns = |i: Instant| {
+            self.epoch_ns
+                .map(|e| e + i.saturating_duration_since(self.epoch).as_nanos() as u64)
+        };
         serde_json::json!({
             "id": t.id,
+            "request_id": t.request_id,
+            "arrival_ns": ns(t.arrival),
+            "token_due_ns": t.token_due.iter().map(|i| ns(*i)).collect::<Vec<_>>(),
+            "event_sent_ns": t.events.iter().map(|e| ns(e.at)).collect::<Vec<_>>(),
             "api": t.api,
             "prompt_tokens": t.prompt_tokens,
             "max_tokens": t.max_tokens,
@@ -107,4 +122,22 @@ impl TruthLog {
             "outcome": t.outcome,
         })
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (what `Instant` reads on Linux).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn monotonic_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic_ns() -> Option<u64> {
+    None
 }

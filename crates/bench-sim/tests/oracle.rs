@@ -9,6 +9,9 @@ use bench_sim::{SimConfig, SimHandle, Simulator};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Tests that load both cores take turns: two 1,000-stream tests at once would measure each other.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn sim(ttft_ms: u64, itl_ms: u64, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
     let mut cfg = SimConfig::preset("m", "fixed").expect("preset");
     cfg.timing = Timing::Fixed {
@@ -116,6 +119,7 @@ async fn lag_at(concurrency: usize) -> (f64, f64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_match_the_truth_at_1_64_and_1024_streams() {
+    let _turn = HEAVY.lock().await;
     // Client and simulator share two cores and one runtime here; measured on such a machine:
     // mean 0.03 / 0.2 / 1.2 ms and max 0.05 / 0.8 / 22 ms. The bounds leave room for a busy CI host.
     for (conc, max_bound, mean_bound) in [(1, 5.0, 1.0), (64, 20.0, 3.0), (1024, 150.0, 10.0)] {
@@ -225,6 +229,7 @@ async fn slow_start_and_scripted_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_engine_keeps_its_schedule_with_a_thousand_streams() {
+    let _turn = HEAVY.lock().await;
     let handle = {
         let mut cfg = SimConfig::preset("m", "small-tp1").expect("preset");
         cfg.time_scale = 1.0;

@@ -138,6 +138,11 @@ pub struct BenchArgs {
     /// Where to write the result JSON [default: ./inferperf-<date>.json].
     #[arg(long)]
     pub result_filepath: Option<PathBuf>,
+
+    /// Also write every measured request's raw timestamps (CLOCK_MONOTONIC ns) as JSON lines, to
+    /// set against a server's own log (the fidelity benchmark does).
+    #[arg(long, value_name = "PATH")]
+    pub save_events: Option<PathBuf>,
 }
 
 /// The per-run numbers a sweep sets for each cell.

@@ -64,6 +64,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         .clone()
         .unwrap_or_else(|| default_path(&report));
     write_report(&report, &path)?;
+    if let Some(events) = &args.save_events {
+        result::write_events(events, &report.records)
+            .with_context(|| format!("--save-events {}", events.display()))?;
+    }
     Ok(Outcome {
         result_path: path,
         completed: report.metrics.completed,

@@ -1,0 +1,299 @@
+//! The fidelity benchmark: how far `bench`'s numbers are from what the server actually did, and
+//! what the client costs, at 1 to 2,000 concurrent streams.
+//!
+//! `just fidelity`, or:
+//!   cargo build --release -p bench -p bench-sim
+//!   cargo run --release -p bench --example fidelity -- [LEVELS] [--flood]
+//!
+//! For each level it starts `bench-sim` (fixed timing: TTFT 50 ms, a token every 10 ms, 100 tokens)
+//! and runs `bench` against it with every request at once and as many warm-up requests first (to
+//! open the connections), each process pinned to its own core when `taskset` exists. Both log
+//! CLOCK_MONOTONIC nanoseconds: the simulator when it handed each event to the connection, the
+//! client when the read that carried it returned. Requests are matched by `x-request-id`.
+//!
+//! Printed per level:
+//! - TTFT error: client's first read minus the simulator's first write (mean, P99);
+//! - ITL error: |client gap - simulator gap| per event pair (mean, P99);
+//! - TPOT: client's mean TPOT over the simulator's, as a ratio;
+//! - client CPU seconds per 100,000 events, peak RSS, and the simulator's lateness against its
+//!   own plan (P99 of write time minus due time): if the simulator fell behind, the row is about
+//!   the simulator, not the client.
+//!
+//! `--flood` adds a run with no gaps (tokens as fast as the simulator writes them): the client's
+//! ceiling in events per CPU-second.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flood = args.iter().any(|a| a == "--flood");
+    let levels: Vec<usize> = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map_or("1,10,100,500,1000,2000", String::as_str)
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let bins = bin_dir()?;
+    let work = tempfile::tempdir()?;
+    let pin = Command::new("taskset").arg("--version").output().is_ok();
+    println!(
+        "fidelity: bench and bench-sim from {} ({})",
+        bins.display(),
+        if pin {
+            "pinned to cores 0 and 1"
+        } else {
+            "not pinned: no taskset"
+        }
+    );
+    println!(
+        "{:>6} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>12} | {:>8} | {:>10}",
+        "streams",
+        "TTFT err",
+        "P99",
+        "ITL err",
+        "P99",
+        "TPOT",
+        "CPU s/100k",
+        "RSS MB",
+        "sim P99 late"
+    );
+    for &n in &levels {
+        let row = level(&bins, work.path(), n, 50, 10, 100, pin)?;
+        println!(
+            "{:>6} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>12.3} | {:>8.1} | {:>8.3}ms",
+            n, row.ttft_mean, row.ttft_p99, row.itl_mean, row.itl_p99, row.tpot_ratio, row.cpu_per_100k,
+            row.rss_mb, row.sim_late_p99
+        );
+    }
+    if flood {
+        let row = level(&bins, work.path(), 100, 0, 0, 5000, pin)?;
+        println!(
+            "flood: 100 streams x 5000 tokens with no gaps: {:.0} events per client CPU-second ({:.3} CPU s per 100k events)",
+            1e5 / row.cpu_per_100k.max(1e-9),
+            row.cpu_per_100k
+        );
+    }
+    Ok(())
+}
+
+/// target/release, where `cargo build --release` put the binaries.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target folder")?
+        .to_path_buf();
+    for b in ["bench", "bench-sim"] {
+        if !dir.join(b).is_file() {
+            return Err(format!(
+                "{} is missing: run cargo build --release -p bench -p bench-sim",
+                dir.join(b).display()
+            )
+            .into());
+        }
+    }
+    Ok(dir)
+}
+
+struct Row {
+    ttft_mean: f64,
+    ttft_p99: f64,
+    itl_mean: f64,
+    itl_p99: f64,
+    tpot_ratio: f64,
+    cpu_per_100k: f64,
+    rss_mb: f64,
+    sim_late_p99: f64,
+}
+
+fn pinned(pin: bool, core: u32, program: &Path) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(core.to_string()).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn level(
+    bins: &Path,
+    work: &Path,
+    streams: usize,
+    ttft: u64,
+    itl: u64,
+    tokens: u64,
+    pin: bool,
+) -> Result<Row> {
+    let info = work.join(format!("info-{streams}-{itl}"));
+    let truth = work.join(format!("truth-{streams}-{itl}.jsonl"));
+    let events = work.join(format!("events-{streams}-{itl}.jsonl"));
+    let result = work.join(format!("result-{streams}-{itl}.json"));
+    let mut sim: Child = pinned(pin, 1, &bins.join("bench-sim"))
+        .args([
+            "--port",
+            "0",
+            "--preset",
+            "fixed",
+            "--served-model-name",
+            "m",
+        ])
+        .args(["--ttft-ms", &ttft.to_string(), "--itl-ms", &itl.to_string()])
+        .arg("--truth-jsonl")
+        .arg(&truth)
+        .arg("--server-info")
+        .arg(&info)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while !info.is_file() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("bench-sim did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = std::fs::read_to_string(&info)?.trim().to_string();
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokenizers/deepseek-v4");
+    let n = streams.to_string();
+    let status = pinned(pin, 0, &bins.join("bench"))
+        .args([
+            "--model",
+            "m",
+            "--base-url",
+            &url,
+            "--random-input-len",
+            "128",
+        ])
+        .arg("--tokenizer")
+        .arg(&tokenizer)
+        .args([
+            "--random-output-len",
+            &tokens.to_string(),
+            "--num-prompts",
+            &n,
+            "--max-concurrency",
+            &n,
+        ])
+        .args([
+            "--num-warmups",
+            &n,
+            "--ignore-eos",
+            "--disable-tqdm",
+            "--result-filepath",
+        ])
+        .arg(&result)
+        .arg("--save-events")
+        .arg(&events)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()?;
+    sim.wait()?;
+    if !status.success() {
+        return Err(format!("bench failed at {streams} streams: {status}").into());
+    }
+    compare(&truth, &events, &result)
+}
+
+fn lines(path: &Path) -> Result<Vec<Value>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_str)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+fn compare(truth: &Path, events: &Path, result: &Path) -> Result<Row> {
+    let sim: HashMap<String, Value> = lines(truth)?
+        .into_iter()
+        .filter_map(|t| Some((t["request_id"].as_str()?.to_string(), t)))
+        .collect();
+    let (mut ttft_err, mut itl_err, mut late) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut client_decode, mut sim_decode) = (0.0, 0.0);
+    for c in lines(events)? {
+        let id = c["request_id"].as_str().ok_or("no request_id")?;
+        let t = sim
+            .get(id)
+            .ok_or_else(|| format!("{id} is not in the simulator's log"))?;
+        let read = u64s(&c["event_ns"]);
+        // Output events only: the simulator logs 0-token events (role, usage) too.
+        let tokens = u64s(&t["event_tokens"]);
+        let written: Vec<u64> = u64s(&t["event_sent_ns"])
+            .into_iter()
+            .zip(&tokens)
+            .filter(|(_, k)| **k > 0)
+            .map(|(w, _)| w)
+            .collect();
+        if read.len() != written.len() || read.is_empty() {
+            return Err(format!(
+                "{id}: client read {} events, simulator wrote {}",
+                read.len(),
+                written.len()
+            )
+            .into());
+        }
+        ttft_err.push((read[0] as f64 - written[0] as f64) / 1e6);
+        for i in 1..read.len() {
+            let gap_c = read[i] as f64 - read[i - 1] as f64;
+            let gap_s = written[i] as f64 - written[i - 1] as f64;
+            itl_err.push((gap_c - gap_s).abs() / 1e6);
+        }
+        client_decode += (read[read.len() - 1] - read[0]) as f64;
+        sim_decode += (written[written.len() - 1] - written[0]) as f64;
+        for (w, d) in written.iter().zip(u64s(&t["token_due_ns"])) {
+            late.push(w.saturating_sub(d) as f64 / 1e6);
+        }
+    }
+    let r: Value = serde_json::from_slice(&std::fs::read(result)?)?;
+    Ok(Row {
+        ttft_mean: mean(&ttft_err),
+        ttft_p99: p99(&mut ttft_err),
+        itl_mean: mean(&itl_err),
+        itl_p99: p99(&mut itl_err),
+        tpot_ratio: if sim_decode > 0.0 {
+            client_decode / sim_decode
+        } else {
+            1.0
+        },
+        cpu_per_100k: r["client"]["cpu_seconds_per_100k_events"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        rss_mb: r["client"]["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / 1e6,
+        sim_late_p99: p99(&mut late),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let h = 0.99 * (v.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (h - h.floor())
+}
