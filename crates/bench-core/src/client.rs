@@ -7,12 +7,16 @@
 //!
 //! Connections: HTTP/1.1 keep-alive with `TCP_NODELAY`, an unbounded idle pool (warm-up requests
 //! leave connections open so measured requests do not pay for set-up) and no proxy (a proxy from
-//! the environment would sit inside every measured latency).
+//! the environment would sit inside every measured latency). `http://` servers are read by the
+//! lean [`crate::transport`] (one wake-up per read, in the request's own task); `https://` ones
+//! through reqwest.
 
 use crate::record::{FailureReason, RequestRecord, TokenCountSource};
 use crate::request::RequestPlan;
 use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
 use crate::tokenizer::PromptTokenizer;
+use crate::transport::{Flow, Transport, TransportError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +27,7 @@ const ERROR_BODY_LIMIT: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    lean: Option<Arc<Transport>>,
     url: String,
     api: ApiKind,
     api_key: Option<String>,
@@ -45,6 +50,7 @@ impl Client {
             .build()?;
         Ok(Self {
             http,
+            lean: Transport::for_url(&url).map(Arc::new),
             url,
             api,
             api_key,
@@ -74,10 +80,16 @@ impl Client {
         let mut state = StreamState::new(self.api, plan.max_tokens);
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.timeout);
+        let exchange = async {
+            match &self.lean {
+                Some(t) => self.exchange_lean(t, plan, &mut state).await,
+                None => self.exchange(req, &mut state).await,
+            }
+        };
         let outcome = tokio::select! {
             biased;
             () = abort.cancelled() => Err(FailureReason::Interrupted),
-            r = tokio::time::timeout_at(deadline, self.exchange(req, &mut state)) => {
+            r = tokio::time::timeout_at(deadline, exchange) => {
                 r.unwrap_or(Err(FailureReason::Timeout(self.timeout)))
             }
         };
@@ -96,9 +108,16 @@ impl Client {
             .map_err(|e| FailureReason::Connect(chain(&e)))?;
         let status = resp.status();
         if status != reqwest::StatusCode::OK {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() >= ERROR_BODY_LIMIT {
+                    break;
+                }
+            }
             return Err(FailureReason::HttpStatus {
                 status: status.as_u16(),
-                message: error_message(resp).await,
+                message: error_message(&body),
             });
         }
         let mut decoder = SseDecoder::new();
@@ -116,18 +135,75 @@ impl Client {
                 break;
             }
         }
-        if !state.done && state.failure.is_none() {
-            let arrived = Instant::now();
-            decoder.finish(|frame| state.on_event(classify(frame, state.api), arrived));
+        conclude(state, &mut decoder)
+    }
+
+    /// The same exchange over the lean transport.
+    async fn exchange_lean(
+        &self,
+        transport: &Transport,
+        plan: &RequestPlan,
+        state: &mut StreamState,
+    ) -> Result<(), FailureReason> {
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("x-request-id", plan.request_id.as_str())];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
         }
-        match state.failure.take() {
-            Some(f) => Err(f),
-            None if state.events.is_empty() => Err(FailureReason::NoOutput),
-            None if !state.done && !state.finished => Err(FailureReason::StreamCut(
-                "connection closed before [DONE] or a finish_reason".into(),
-            )),
-            None => Ok(()),
+        let mut decoder = SseDecoder::new();
+        let status = transport
+            .post(&headers, &plan.body, |bytes, arrived| {
+                decoder.feed(bytes, |frame| {
+                    state.on_event(classify(frame, state.api), arrived)
+                });
+                if state.failure.is_some() {
+                    Flow::Abort
+                } else if state.done {
+                    Flow::Finished
+                } else {
+                    Flow::Continue
+                }
+            })
+            .await;
+        match status {
+            Err(TransportError::Connect(e)) => return Err(FailureReason::Connect(chain(&e))),
+            Err(TransportError::Malformed(m)) => {
+                return Err(FailureReason::Malformed(format!(
+                    "malformed HTTP response: {m}"
+                )))
+            }
+            // Lost after the head: keep what a body handler decided first (e.g. an error event).
+            Err(e @ (TransportError::Io(_) | TransportError::Closed))
+                if state.failure.is_none() && !state.done =>
+            {
+                return Err(FailureReason::StreamCut(e.to_string()))
+            }
+            Err(_) => {}
+            Ok(s) if s.code != 200 => {
+                return Err(FailureReason::HttpStatus {
+                    status: s.code,
+                    message: error_message(&s.error_body),
+                })
+            }
+            Ok(_) => {}
         }
+        conclude(state, &mut decoder)
+    }
+}
+
+/// Ends a stream: flushes a last event left without its blank line, then decides the outcome.
+fn conclude(state: &mut StreamState, decoder: &mut SseDecoder) -> Result<(), FailureReason> {
+    if !state.done && state.failure.is_none() {
+        let arrived = Instant::now();
+        decoder.finish(|frame| state.on_event(classify(frame, state.api), arrived));
+    }
+    match state.failure.take() {
+        Some(f) => Err(f),
+        None if state.events.is_empty() => Err(FailureReason::NoOutput),
+        None if !state.done && !state.finished => Err(FailureReason::StreamCut(
+            "connection closed before [DONE] or a finish_reason".into(),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -257,16 +333,8 @@ impl StreamState {
 
 /// The server's error message from a non-200 reply: `error.message` (OpenAI and vLLM),
 /// `message` or `detail` when the body is JSON, else the body's first bytes.
-async fn error_message(resp: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    let mut resp = resp;
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= ERROR_BODY_LIMIT {
-            break;
-        }
-    }
-    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+fn error_message(body: &[u8]) -> String {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let field = json.as_ref().and_then(|v| {
         v.pointer("/error/message")
             .or_else(|| v.get("message"))
@@ -274,7 +342,7 @@ async fn error_message(resp: reqwest::Response) -> String {
             .and_then(serde_json::Value::as_str)
             .map(str::to_string)
     });
-    field.unwrap_or_else(|| excerpt(&body))
+    field.unwrap_or_else(|| excerpt(body))
 }
 
 /// An error and its sources on one line, e.g. "error sending request: connection refused".

@@ -23,6 +23,7 @@ pub mod stats;
 pub mod stream;
 pub mod summary;
 pub mod tokenizer;
+pub mod transport;
 
 pub use config::{Endpoint, RequestRate, RunConfig, Slo};
 pub use run::{execute, load_tokenizer, prepare, RunError, RunReport};

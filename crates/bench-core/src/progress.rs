@@ -1,16 +1,17 @@
 //! Progress on stderr: a bar on a terminal, a plain line every few seconds in a log file (a Slurm
 //! job's output), nothing when disabled.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ProgressMode {
-    Bar,
+    /// A bar on stderr; inside `MultiProgress` when a caller stacks its own bars above it.
+    Bar(Option<MultiProgress>),
     Lines,
     Off,
 }
@@ -20,7 +21,7 @@ impl ProgressMode {
     pub fn detect(disabled: bool) -> Self {
         match (disabled, std::io::stderr().is_terminal()) {
             (true, _) => Self::Off,
-            (false, true) => Self::Bar,
+            (false, true) => Self::Bar(None),
             (false, false) => Self::Lines,
         }
     }
@@ -48,9 +49,13 @@ struct Inner {
 }
 
 impl Progress {
-    pub fn new(label: &str, total: usize, mode: ProgressMode) -> Self {
-        let bar = (mode == ProgressMode::Bar).then(|| {
+    pub fn new(label: &str, total: usize, mode: &ProgressMode) -> Self {
+        let bar = matches!(mode, ProgressMode::Bar(_)).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let bar = match mode {
+                ProgressMode::Bar(Some(multi)) => multi.add(bar),
+                _ => bar,
+            };
             let style = ProgressStyle::with_template(
                 "{prefix:>8} {bar:40.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
             )
@@ -60,7 +65,8 @@ impl Progress {
             bar
         });
         let started = Instant::now();
-        if mode == ProgressMode::Lines {
+        let lines = matches!(mode, ProgressMode::Lines);
+        if lines {
             eprintln!("{label}: 0/{total} requests");
         }
         Self {
@@ -71,7 +77,7 @@ impl Progress {
                 failed: AtomicUsize::new(0),
                 started,
                 bar,
-                lines: mode == ProgressMode::Lines,
+                lines,
                 last_line: std::sync::Mutex::new(started),
             }),
         }
@@ -79,7 +85,7 @@ impl Progress {
 
     /// A progress that shows nothing.
     pub fn hidden() -> Self {
-        Self::new("", 0, ProgressMode::Off)
+        Self::new("", 0, &ProgressMode::Off)
     }
 
     /// One request ended.

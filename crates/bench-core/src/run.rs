@@ -168,10 +168,10 @@ pub async fn execute(
     let warmup = if prepared.warmups.is_empty() || stop.is_cancelled() {
         None
     } else {
-        Some(warm_up(&client, prepared, &driver, stop, progress).await)
+        Some(warm_up(&client, prepared, &driver, stop, &progress).await)
     };
 
-    let bar = Progress::new("measured", prepared.measured.len(), progress);
+    let bar = Progress::new("measured", prepared.measured.len(), &progress);
     let probe = LagProbe::start();
     let (cpu0, wall0) = (overhead::cpu_time(), Instant::now());
     let phase = runner::drive(
@@ -215,7 +215,7 @@ async fn warm_up(
     prepared: &Prepared,
     driver: &Driver,
     stop: &CancellationToken,
-    progress: ProgressMode,
+    progress: &ProgressMode,
 ) -> WarmupSummary {
     let bar = Progress::new("warm-up", prepared.warmups.len(), progress);
     let started = Instant::now();

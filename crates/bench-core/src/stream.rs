@@ -56,7 +56,7 @@ impl SseDecoder {
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseFrame<'_>)) {
         self.buf.extend_from_slice(chunk);
         let mut event_start = 0;
-        while let Some(nl) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf[self.pos..]) {
             let line_start = self.pos;
             let mut line_end = line_start + nl;
             self.pos = line_end + 1;

@@ -321,13 +321,13 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     } else {
         "cmpl"
     };
-    let writer = EventWriter {
-        api: job.api,
-        id: format!("{prefix}-{id:016x}"),
-        created: unix_now(),
-        model: served.clone(),
-        fingerprint: concat!("inferperf-sim-", env!("CARGO_PKG_VERSION")).into(),
-    };
+    let writer = EventWriter::new(
+        job.api,
+        format!("{prefix}-{id:016x}"),
+        unix_now(),
+        served.clone(),
+        concat!("inferperf-sim-", env!("CARGO_PKG_VERSION")).into(),
+    );
     let truth = RequestTruth {
         id,
         request_id: job.request_id.take(),
@@ -481,11 +481,14 @@ impl TokenStream {
             out.push_str(&EventWriter::frame(&self.writer.role()));
         }
         let text = std::mem::take(&mut self.pending_text);
-        out.push_str(&EventWriter::frame(&self.writer.token(
-            &text,
-            finish.map(FinishReason::as_str),
-            None,
-        )));
+        match finish {
+            None => self.writer.push_token_frame(&text, &mut out),
+            Some(f) => out.push_str(&EventWriter::frame(&self.writer.token(
+                &text,
+                Some(f.as_str()),
+                None,
+            ))),
+        }
         let tokens = std::mem::take(&mut self.pending_tokens);
         if finish.is_some() {
             self.finished = true;

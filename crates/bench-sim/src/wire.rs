@@ -135,9 +135,44 @@ pub struct EventWriter {
     pub created: u64,
     pub model: String,
     pub fingerprint: String,
+    /// A plain token event rendered once around its text: `data: {...` and `...}\n\n`.
+    token_frame: (String, String),
 }
 
+/// Stands for the text while a token event's frame is rendered once.
+const TEXT_MARK: &str = "\u{1}inferperf-text\u{1}";
+
 impl EventWriter {
+    pub fn new(api: Api, id: String, created: u64, model: String, fingerprint: String) -> Self {
+        let mut w = Self {
+            api,
+            id,
+            created,
+            model,
+            fingerprint,
+            token_frame: (String::new(), String::new()),
+        };
+        let whole = Self::frame(&w.token(TEXT_MARK, None, None));
+        let mark = serde_json::to_string(TEXT_MARK).unwrap_or_default();
+        if let Some((before, after)) = whole.split_once(&mark) {
+            w.token_frame = (before.to_string(), after.to_string());
+        }
+        w
+    }
+
+    /// Appends the frame of a plain token event (no finish, no usage) carrying `text`: the same
+    /// bytes as `frame(&token(text, None, None))`, without building a JSON value per token.
+    pub fn push_token_frame(&self, text: &str, out: &mut String) {
+        let (before, after) = &self.token_frame;
+        if before.is_empty() {
+            out.push_str(&Self::frame(&self.token(text, None, None)));
+            return;
+        }
+        out.push_str(before);
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+        out.push_str(after);
+    }
+
     /// `data: {...}\n\n` for one SSE event.
     pub fn frame(value: &Value) -> String {
         format!("data: {value}\n\n")
@@ -223,14 +258,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_prerendered_token_frame_is_byte_identical() {
+        for api in [Api::Completions, Api::Chat] {
+            let w = EventWriter::new(
+                api,
+                "cmpl-7".into(),
+                42,
+                "a \"quoted\" model".into(),
+                "fp".into(),
+            );
+            for text in ["", " the", "\"q\"\n\\", "成像", "\u{0}"] {
+                let mut fast = String::new();
+                w.push_token_frame(text, &mut fast);
+                assert_eq!(
+                    fast,
+                    EventWriter::frame(&w.token(text, None, None)),
+                    "{api:?} {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn shapes_match_the_vllm_transcripts() {
-        let w = EventWriter {
-            api: Api::Completions,
-            id: "cmpl-1".into(),
-            created: 1,
-            model: "m".into(),
-            fingerprint: "fp".into(),
-        };
+        let w = EventWriter::new(
+            Api::Completions,
+            "cmpl-1".into(),
+            1,
+            "m".into(),
+            "fp".into(),
+        );
         let t = w.token("x", None, None);
         assert_eq!(t["choices"][0]["text"], "x");
         assert!(t["choices"][0]["finish_reason"].is_null());
