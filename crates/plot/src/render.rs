@@ -124,6 +124,20 @@ fn ranges(panel: &Panel) -> Option<((f64, f64), (f64, f64))> {
     Some(((x0, x1), (0.0, y1)))
 }
 
+/// The right-hand axis's range: from 0 to a little above the largest value.
+fn secondary_range(panel: &Panel) -> Option<(f64, f64)> {
+    let top = panel
+        .secondary
+        .as_ref()?
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|y| y.is_finite())
+        .fold(f64::NAN, f64::max);
+    top.is_finite()
+        .then_some((0.0, if top > 0.0 { top * 1.12 } else { 1.0 }))
+}
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
@@ -150,8 +164,12 @@ fn draw_panel<DB: DrawingBackend>(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
+        .right_y_label_area_size(if panel.secondary.is_some() { 72 } else { 0 })
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
+    if let (Some(secondary), Some((s0, s1))) = (&panel.secondary, secondary_range(panel)) {
+        return draw_dual(chart, panel, secondary, (x0, x1), (y0, y1), (s0, s1)).map_err(err);
+    }
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
@@ -246,6 +264,70 @@ fn interpolated(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         }
     }
     out
+}
+
+/// A panel with a right-hand axis: primary series as usual, secondary ones dashed against it.
+fn draw_dual<'a, DB: DrawingBackend + 'a>(
+    chart: Chart<'a, DB>,
+    panel: &Panel,
+    secondary: &crate::shape::Secondary,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    (s0, s1): (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = chart.set_secondary_coord(x0..x1, s0..s1);
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(RGBColor(246, 246, 246))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&|v| short_number(*v))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc(&secondary.y_label)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .y_label_formatter(&|v| short_number(*v))
+        .draw()?;
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
+        draw_series(&mut chart, s, color, i < MAX_LEGEND)?;
+    }
+    for (i, s) in secondary.series.iter().enumerate() {
+        let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        chart.draw_secondary_series(DashedLineSeries::new(
+            pts.clone(),
+            6,
+            4,
+            color.stroke_width(2),
+        ))?;
+        chart.draw_secondary_series(
+            pts.iter()
+                .map(|p| TriangleMarker::new(*p, 5, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_corner(panel, (x0, x1), (y0, y1)))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
 }
 
 type Chart<'a, DB> = ChartContext<

@@ -35,6 +35,15 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Ticks at exactly these x values (the ISLs), when set.
     pub x_ticks: Option<Vec<f64>>,
+    /// Series drawn against a second y axis on the right.
+    pub secondary: Option<Secondary>,
+}
+
+/// A right-hand y axis and what is drawn against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secondary {
+    pub y_label: String,
+    pub series: Vec<Series>,
 }
 
 fn line(label: String, points: Vec<(f64, f64)>, style: Style) -> Series {
@@ -112,6 +121,7 @@ pub fn throughput(runs: &[Run]) -> Vec<Panel> {
                 "",
             ),
             x_ticks: ticks.clone(),
+            secondary: None,
         },
         Panel {
             title: "Decode".into(),
@@ -124,6 +134,7 @@ pub fn throughput(runs: &[Run]) -> Vec<Panel> {
                 "",
             ),
             x_ticks: ticks,
+            secondary: None,
         },
     ]
 }
@@ -143,6 +154,7 @@ pub fn latency(runs: &[Run]) -> Vec<Panel> {
             y_label: "TTFT (ms)".into(),
             series: both(|r| r.median_ttft_ms, |r| r.p99_ttft_ms),
             x_ticks: ticks.clone(),
+            secondary: None,
         },
         Panel {
             title: "Time per output token".into(),
@@ -150,6 +162,7 @@ pub fn latency(runs: &[Run]) -> Vec<Panel> {
             y_label: "TPOT (ms)".into(),
             series: both(|r| r.median_tpot_ms, |r| r.p99_tpot_ms),
             x_ticks: ticks,
+            secondary: None,
         },
     ]
 }
@@ -214,6 +227,7 @@ pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<P
             y_label: "Input tok/s per GPU".into(),
             series: prefill,
             x_ticks: ticks.clone(),
+            secondary: None,
         },
         Panel {
             title: "Decode within TPOT SLA".into(),
@@ -221,6 +235,7 @@ pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<P
             y_label: "Output tok/s per GPU".into(),
             series: decode,
             x_ticks: ticks,
+            secondary: None,
         },
     ]
 }
@@ -240,9 +255,28 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
     for r in runs {
         by_isl.entry(r.isl).or_default().push(r);
     }
+    let ttft: Vec<Series> = by_isl
+        .iter()
+        .enumerate()
+        .map(|(slot, (isl, rs))| {
+            let mut pts: Vec<(f64, f64)> = rs
+                .iter()
+                .filter_map(|r| Some((r.interactivity()?, r.median_ttft_ms? / 1e3)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                label: format!("ISL {isl} median TTFT"),
+                points: pts,
+                style: Style::DashedWithMarkers,
+                point_labels: Vec::new(),
+                color: Some(slot),
+            }
+        })
+        .collect();
     let series = by_isl
         .into_iter()
-        .map(|(isl, mut rs)| {
+        .enumerate()
+        .map(|(slot, (isl, mut rs))| {
             rs.retain(|r| r.interactivity().is_some());
             rs.sort_by(|a, b| {
                 a.interactivity()
@@ -262,7 +296,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
                     .collect(),
                 style: Style::LineWithMarkers,
                 point_labels: rs.iter().map(|r| format!("c{}", r.conc)).collect(),
-                color: None,
+                color: Some(slot),
             }
         })
         .collect();
@@ -272,6 +306,10 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
         y_label: "Total tok/s per GPU".into(),
         series,
         x_ticks: None,
+        secondary: Some(Secondary {
+            y_label: "Median TTFT (s), dashed".into(),
+            series: ttft,
+        }),
     }]
 }
 
@@ -374,6 +412,10 @@ mod tests {
         // Interactivity = 1000 / median TPOT (10 ms and 20 ms).
         assert_eq!(s.points, vec![(50.0, 200.0), (100.0, 100.0)]);
         assert_eq!(s.point_labels, vec!["c16", "c4"]);
+        // TTFT on the secondary axis, in seconds, same colour as its ISL's curve.
+        let ttft = &p[0].secondary.as_ref().expect("secondary axis").series[0];
+        assert_eq!(ttft.points, vec![(50.0, 0.0005), (100.0, 0.0005)]);
+        assert_eq!(ttft.color, s.color);
     }
 
     #[test]

@@ -108,16 +108,19 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
 
     let mut rows = Vec::new();
     let started = Instant::now();
+    let cells_bar = CellsBar::new(&plan.progress, plan.cells.len());
     for (i, cell) in plan.cells.iter().enumerate() {
         if stop.is_cancelled() {
             break;
         }
-        eprintln!("{}", cell_line(i, plan.cells.len(), cell, started, &rows));
+        cells_bar.say(&cell_line(i, plan.cells.len(), cell, started, &rows));
         let row = run_cell(&plan, cell, &discovery, &mut url, &tokenizer, &stop).await?;
-        eprintln!("  -> {}", row.describe());
+        cells_bar.say(&format!("  -> {}", row.describe()));
+        cells_bar.inc();
         rows.push(row);
         summary::write(&plan.results_dir, &rows).context("writing the sweep summary")?;
     }
+    cells_bar.finish();
     if let Some(sim) = simulated {
         let note = sim.note();
         sim.stop().await;
@@ -130,6 +133,56 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         rows,
         interrupted_by: signals.received(),
     })
+}
+
+/// On a terminal, a bar over the cells above each cell's requests bar; elsewhere plain lines.
+struct CellsBar {
+    multi: Option<indicatif::MultiProgress>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl CellsBar {
+    fn new(mode: &ProgressMode, cells: usize) -> Self {
+        let ProgressMode::Bar(Some(multi)) = mode else {
+            return Self {
+                multi: None,
+                bar: None,
+            };
+        };
+        let bar = multi.add(indicatif::ProgressBar::new(cells as u64));
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>8} {bar:40.green/white} {pos}/{len} cells [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix("sweep");
+        Self {
+            multi: Some(multi.clone()),
+            bar: Some(bar),
+        }
+    }
+
+    /// A log line that does not tear the bars.
+    fn say(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn inc(&self) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// `--simulate` ends with every chart of the results, so a first run shows what a user gets.
@@ -169,7 +222,10 @@ fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
         name,
         results_dir: args.results_dir.clone(),
         retries: args.retries,
-        progress: ProgressMode::detect(args.common.disable_tqdm),
+        progress: match ProgressMode::detect(args.common.disable_tqdm) {
+            ProgressMode::Bar(_) => ProgressMode::Bar(Some(indicatif::MultiProgress::new())),
+            other => other,
+        },
         base,
     })
 }
@@ -269,7 +325,7 @@ async fn run_cell(
         let config = cell_config(&plan.base, cell, url);
         let started = Instant::now();
         let prepared = bench_core::prepare(&config, std::sync::Arc::clone(tokenizer)).await?;
-        let report = bench_core::execute(&config, &prepared, stop, plan.progress).await?;
+        let report = bench_core::execute(&config, &prepared, stop, plan.progress.clone()).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
         let complete = !report.interrupted && report.metrics.completed == cell.num_prompts as usize;
