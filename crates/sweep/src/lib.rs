@@ -156,6 +156,8 @@ impl CellsBar {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_prefix("sweep");
+        // Redraw on a timer: the bar changes once per cell, and must show meanwhile.
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
         Self {
             multi: Some(multi.clone()),
             bar: Some(bar),
