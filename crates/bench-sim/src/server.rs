@@ -146,6 +146,11 @@ struct Job {
     ignore_eos: bool,
 }
 
+/// `stream_options.include_usage`, false when absent.
+fn wants_usage(options: Option<&wire::StreamOptions>) -> bool {
+    options.and_then(|o| o.include_usage).unwrap_or(false)
+}
+
 fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
@@ -177,11 +182,7 @@ async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
             )
         }
     };
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = wants_usage(req.stream_options.as_ref());
     let job = Job {
         api: Api::Completions,
         request_id: request_id(&headers),
@@ -212,11 +213,7 @@ async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = wants_usage(req.stream_options.as_ref());
     let job = Job {
         api: Api::Chat,
         request_id: request_id(&headers),

@@ -35,6 +35,35 @@ impl Outcome {
     }
 }
 
+/// The body of a command's `main`: a multi-threaded runtime, `run`, and the exit code. Usage
+/// errors ([`UsageError`] anywhere in the chain) exit 2, other errors 1, with the whole chain.
+pub fn main_with<T>(
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+    exit_code: impl FnOnce(&T) -> ExitCode,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(outcome) => exit_code(&outcome),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs one benchmark from parsed flags. Usage errors come back as [`UsageError`] inside the
 /// `anyhow::Error`, so the caller can exit 2 for them.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {

@@ -55,8 +55,9 @@ const MATRIX: &[&str] = &[
     "1",
 ];
 
-fn sweep(results: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::cargo_bin("sweep").expect("binary");
+/// The sweep binary with the test matrix, fast polling, and `results` as its results folder.
+fn sweep_process(results: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
     cmd.args([
         "--model",
         "sim-model",
@@ -71,8 +72,6 @@ fn sweep(results: &Path, extra: &[&str]) -> Command {
     .args([
         "--poll-interval",
         "100ms",
-        "--wait-timeout",
-        "30s",
         "--disable-tqdm",
         "--results-dir",
     ])
@@ -80,6 +79,12 @@ fn sweep(results: &Path, extra: &[&str]) -> Command {
     .args(extra)
     .env_remove("SERVER_INFO_FILE")
     .env_remove("RESULTS_DIR");
+    cmd
+}
+
+fn sweep(results: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::from_std(sweep_process(results, extra));
+    cmd.args(["--wait-timeout", "30s"]);
     cmd
 }
 
@@ -184,34 +189,21 @@ fn a_server_that_moves_to_another_port_is_followed() {
     let info = dir.path().join("server_info.txt");
     std::fs::write(&info, format!("{}\n", first.url())).expect("write");
     let results = dir.path().join("results");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
-        .args([
-            "--model",
-            "sim-model",
-            "--tokenizer",
-            &tokenizer_dir(),
-            "--name",
-            "t",
-            "--tp",
-            "2",
-        ])
-        .args(MATRIX)
-        .args([
-            "--poll-interval",
-            "100ms",
+    let info_arg = info.display().to_string();
+    let child = sweep_process(
+        &results,
+        &[
             "--wait-timeout",
             "60s",
-            "--disable-tqdm",
             "--retries",
             "3",
-        ])
-        .arg("--results-dir")
-        .arg(&results)
-        .arg("--server-info")
-        .arg(&info)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawns");
+            "--server-info",
+            &info_arg,
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawns");
     // Wait for the first finished cell, then kill the server mid-sweep.
     let deadline = Instant::now() + Duration::from_secs(60);
     while cell_files(&results).is_empty() && Instant::now() < deadline {
@@ -244,20 +236,7 @@ fn sigterm_then_resume_skips_exactly_the_finished_cells() {
     let sims = Sims::new();
     let sim = sims.start(40);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
-        .args([
-            "--model",
-            "sim-model",
-            "--tokenizer",
-            &tokenizer_dir(),
-            "--name",
-            "t",
-            "--tp",
-            "2",
-        ])
-        .args(MATRIX)
-        .args(["--disable-tqdm", "--base-url", &sim.url(), "--results-dir"])
-        .arg(dir.path())
+    let mut child = sweep_process(dir.path(), &["--base-url", &sim.url()])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawns");
@@ -265,6 +244,9 @@ fn sigterm_then_resume_skips_exactly_the_finished_cells() {
     while cell_files(dir.path()).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Signal inside the next cell (each takes over a second here), not between two cells, where
+    // there is nothing to interrupt.
+    std::thread::sleep(Duration::from_millis(300));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
