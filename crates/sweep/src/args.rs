@@ -99,6 +99,9 @@ impl SweepArgs {
     pub fn command() -> clap::Command {
         <Self as CommandFactory>::command()
             .mut_arg("random_range_ratio", |a| a.default_value("0.2"))
+            .mut_arg("ignore_eos", |a| {
+                a.help("Always on in a sweep: every request generates the full output length")
+            })
     }
 
     /// Parses the process's arguments, exiting with clap's message (code 2) when they are bad.
