@@ -238,29 +238,48 @@ fn segment_pool(tokenizer: &PromptTokenizer, seed: u64) -> Result<Vec<Segment>, 
         .collect()
 }
 
-/// A segment of exactly `ids.len()` tokens, repaired like a whole prompt.
+/// Decodes `ids`, re-encodes, and repairs until the text encodes to exactly `n` tokens: too
+/// long keeps the first `n` of the re-encoded ids, too short appends fresh random ids. Returns the
+/// closest text found and its canonical ids (`encode(text)`), exact unless every round missed.
+fn repair(
+    tokenizer: &PromptTokenizer,
+    mut ids: Vec<u32>,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<(String, Vec<u32>), TokenizerError> {
+    let mut best: Option<(usize, String, Vec<u32>)> = None;
+    for _ in 0..MAX_REPAIR_ROUNDS {
+        let text = tokenizer.decode(&ids)?;
+        let mut encoded = tokenizer.encode(&text)?;
+        let miss = encoded.len().abs_diff(n);
+        if miss == 0 {
+            return Ok((text, encoded));
+        }
+        if best.as_ref().is_none_or(|b| miss < b.0) {
+            best = Some((miss, text, encoded.clone()));
+        }
+        if encoded.len() > n {
+            encoded.truncate(n);
+        } else {
+            let more = random_ids(tokenizer.regular_ids(), n - encoded.len(), rng);
+            encoded.extend(more);
+        }
+        ids = encoded;
+    }
+    let (_, text, ids) =
+        best.ok_or_else(|| TokenizerError::Tokenize("no repair round ran".into()))?;
+    Ok((text, ids))
+}
+
+/// A segment of exactly `ids.len()` tokens when repair succeeds (callers check).
 fn exact_segment(
     tokenizer: &PromptTokenizer,
     ids: Vec<u32>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Segment, TokenizerError> {
     let n = ids.len();
-    let mut ids = ids;
-    for _ in 0..MAX_REPAIR_ROUNDS {
-        let text = tokenizer.decode(&ids)?;
-        let encoded = tokenizer.encode(&text)?;
-        if encoded.len() == n {
-            return Segment::new(tokenizer, text, encoded);
-        }
-        ids = encoded;
-        if ids.len() > n {
-            ids.truncate(n);
-        } else {
-            let more = random_ids(tokenizer.regular_ids(), n - ids.len(), rng);
-            ids.extend(more);
-        }
-    }
-    canonical_segment(tokenizer, &ids)
+    let (text, ids) = repair(tokenizer, ids, n, rng)?;
+    Segment::new(tokenizer, text, ids)
 }
 
 /// True when `left` then `right` tokenize as `left.ids` then `right.ids`: the stable windows on
@@ -426,35 +445,14 @@ fn build_one(
     let specials = tokenizer.special_tokens() as u64;
     // The body is what we encode; the server adds `specials` on top.
     let body = target.saturating_sub(specials).max(1) as usize;
-    let vocab = tokenizer.regular_ids();
     let mut ids = prefix.to_vec();
     ids.truncate(body);
     let fill = body - ids.len();
-    ids.extend(random_ids(vocab, fill, rng));
-    let mut best: Option<(u64, String, usize)> = None;
-    for _ in 0..MAX_REPAIR_ROUNDS {
-        let text = tokenizer.decode(&ids)?;
-        let mut encoded = tokenizer.encode(&text)?;
-        let len = encoded.len();
-        let miss = len.abs_diff(body) as u64;
-        if best.as_ref().is_none_or(|b| miss < b.0) {
-            best = Some((miss, text, len));
-        }
-        if miss == 0 {
-            break;
-        }
-        if len > body {
-            encoded.truncate(body);
-        } else {
-            encoded.extend(random_ids(vocab, body - len, rng));
-        }
-        ids = encoded;
-    }
-    let (_, text, len) =
-        best.ok_or_else(|| TokenizerError::Tokenize("no repair round ran".into()))?;
+    ids.extend(random_ids(tokenizer.regular_ids(), fill, rng));
+    let (text, ids) = repair(tokenizer, ids, body, rng)?;
     Ok(Prompt {
         text,
-        tokens: len as u64 + specials,
+        tokens: ids.len() as u64 + specials,
         target,
     })
 }

@@ -185,11 +185,7 @@ impl Transport {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok((c, true));
         }
-        let c = TcpStream::connect(&self.authority)
-            .await
-            .map_err(TransportError::Connect)?;
-        c.set_nodelay(true).map_err(TransportError::Connect)?;
-        Ok((c, false))
+        self.connection_fresh().await
     }
 
     /// Posts `body` and hands every run of body bytes to `on_body` with the instant the read

@@ -188,32 +188,8 @@ fn draw_panel<DB: DrawingBackend>(
     if !ticks.is_empty() {
         draw_isl_ticks(area, &mut chart, &ticks, (y0, y1)).map_err(err)?;
     }
-    let mut color_index = 0;
-    let mut legend_entries = 0;
-    for series in &panel.series {
-        let color = if series.style == Style::GreyPoints {
-            RGBColor(150, 150, 150)
-        } else {
-            let slot = series.color.unwrap_or_else(|| {
-                color_index += 1;
-                color_index - 1
-            });
-            COLORS[slot % COLORS.len()]
-        };
-        let in_legend = legend_entries < MAX_LEGEND && !series.points.is_empty();
-        legend_entries += usize::from(in_legend);
-        draw_series(&mut chart, series, color, in_legend).map_err(err)?;
-    }
-    if panel.series.iter().any(|s| !s.points.is_empty()) {
-        chart
-            .configure_series_labels()
-            .position(legend_corner(panel, (x0, x1), (y0, y1)))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
-    }
+    draw_primary(&mut chart, panel).map_err(err)?;
+    draw_legend(&mut chart, panel, (x0, x1), (y0, y1)).map_err(err)?;
     Ok(())
 }
 
@@ -266,6 +242,58 @@ fn interpolated(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     out
 }
 
+/// The points of `s` that can be drawn (finite in both coordinates).
+fn finite_points(s: &Series) -> Vec<(f64, f64)> {
+    s.points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
+}
+
+/// The primary series: colour by slot, grey for every-run points, at most [`MAX_LEGEND`] labelled.
+fn draw_primary<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    panel: &Panel,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut color_index = 0;
+    let mut legend_entries = 0;
+    for series in &panel.series {
+        let color = if series.style == Style::GreyPoints {
+            RGBColor(150, 150, 150)
+        } else {
+            let slot = series.color.unwrap_or_else(|| {
+                color_index += 1;
+                color_index - 1
+            });
+            COLORS[slot % COLORS.len()]
+        };
+        let in_legend = legend_entries < MAX_LEGEND && !series.points.is_empty();
+        legend_entries += usize::from(in_legend);
+        draw_series(chart, series, color, in_legend)?;
+    }
+    Ok(())
+}
+
+/// The legend, in the emptiest corner, when any series has points.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    panel: &Panel,
+    x: (f64, f64),
+    y: (f64, f64),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    if panel.series.iter().any(|s| !s.points.is_empty()) {
+        chart
+            .configure_series_labels()
+            .position(legend_corner(panel, x, y))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
+    Ok(())
+}
+
 /// A panel with a right-hand axis: primary series as usual, secondary ones dashed against it.
 fn draw_dual<'a, DB: DrawingBackend + 'a>(
     chart: Chart<'a, DB>,
@@ -294,18 +322,10 @@ fn draw_dual<'a, DB: DrawingBackend + 'a>(
         .axis_desc_style(("sans-serif", 17))
         .y_label_formatter(&|v| short_number(*v))
         .draw()?;
-    for (i, s) in panel.series.iter().enumerate() {
-        let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
-        draw_series(&mut chart, s, color, i < MAX_LEGEND)?;
-    }
+    draw_primary(&mut chart, panel)?;
     for (i, s) in secondary.series.iter().enumerate() {
         let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let pts = finite_points(s);
         if pts.is_empty() {
             continue;
         }
@@ -320,14 +340,7 @@ fn draw_dual<'a, DB: DrawingBackend + 'a>(
                 .map(|p| TriangleMarker::new(*p, 5, color.filled())),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(legend_corner(panel, (x0, x1), (y0, y1)))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, panel, (x0, x1), (y0, y1))
 }
 
 type Chart<'a, DB> = ChartContext<
@@ -378,12 +391,7 @@ fn draw_series<DB: DrawingBackend>(
     color: RGBColor,
     in_legend: bool,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let pts: Vec<(f64, f64)> = s
-        .points
-        .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
+    let pts = finite_points(s);
     if pts.is_empty() {
         return Ok(());
     }
