@@ -90,6 +90,9 @@ pub fn build(
     role: PromptRole,
     count: usize,
 ) -> Result<(Vec<Prompt>, PromptStats), TokenizerError> {
+    if count == 0 {
+        return Ok((Vec::new(), PromptStats::default()));
+    }
     let started = Instant::now();
     let prefix = prefix_ids(tokenizer, spec);
     let (_, high) = length_bounds(spec.input_len, spec.range_ratio);
