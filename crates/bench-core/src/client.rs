@@ -1,8 +1,9 @@
 //! Sending one streaming request and recording what arrives.
 //!
-//! Timestamps: `sent` is taken just before the request is handed to the HTTP client; each
-//! network read is stamped the moment it returns, before any parsing, and every event decoded
-//! from that read gets that stamp. Headers (HTTP 200) arrive before prefill ends on real servers,
+//! Timestamps: `sent` is taken just before the request is handed to the HTTP client. Each network
+//! read is stamped before any parsing, and every event decoded from it gets that stamp: for
+//! `http://` servers on Linux, the kernel's record of when the bytes arrived ([`crate::socket`]),
+//! so a busy client does not make events late; otherwise the moment the read returned. Headers (HTTP 200) arrive before prefill ends on real servers,
 //! so nothing is measured at the headers.
 //!
 //! Connections: HTTP/1.1 keep-alive with `TCP_NODELAY`, an unbounded idle pool (warm-up requests
@@ -15,7 +16,7 @@ use crate::record::{FailureReason, RequestRecord, TokenCountSource};
 use crate::request::RequestPlan;
 use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
 use crate::tokenizer::PromptTokenizer;
-use crate::transport::{Flow, Transport, TransportError};
+use crate::transport::{Flow, ReadStats, Transport, TransportError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,12 @@ impl Client {
             api_key,
             timeout,
         })
+    }
+
+    /// How reads were stamped since the last call, for `http://` servers (`None` for `https://`,
+    /// whose reads are always stamped when they return).
+    pub fn take_read_stats(&self) -> Option<ReadStats> {
+        self.lean.as_ref().map(|t| t.take_read_stats())
     }
 
     /// Sends `plan` and streams the reply to its end, a failure, the timeout or `abort`.

@@ -19,6 +19,7 @@ pub mod request;
 pub mod result;
 pub mod run;
 pub mod runner;
+pub mod socket;
 pub mod stats;
 pub mod stream;
 pub mod summary;

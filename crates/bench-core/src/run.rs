@@ -13,6 +13,7 @@ use crate::record::RequestRecord;
 use crate::request::{self, RequestPlan};
 use crate::runner::{self, Driver};
 use crate::tokenizer::{HubSettings, PromptTokenizer, TokenizerError};
+use crate::transport::ReadStats;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +53,14 @@ pub struct ClientOverhead {
     pub runtime_lag_p50_ms: f64,
     pub runtime_lag_p99_ms: f64,
     pub runtime_lag_max_ms: f64,
+    /// Where event timestamps came from: `kernel` (arrival times the kernel recorded), `read`
+    /// (when each read returned), or `mixed`.
+    pub timestamps: &'static str,
+    /// How long arrived data waited in the socket before the client read it (kernel-stamped reads
+    /// only): a read-time stamp would have been late by this much.
+    pub read_wait_p50_ms: Option<f64>,
+    pub read_wait_p99_ms: Option<f64>,
+    pub read_wait_max_ms: Option<f64>,
     /// True when the client, not the server, probably limited the run.
     pub client_bound: bool,
     pub warnings: Vec<String>,
@@ -172,6 +181,8 @@ pub async fn execute(
     };
 
     let bar = Progress::new("measured", prepared.measured.len(), &progress);
+    // Warm-up reads are not the measured phase's.
+    let _ = client.take_read_stats();
     let probe = LagProbe::start();
     let (cpu0, wall0) = (overhead::cpu_time(), Instant::now());
     let phase = runner::drive(
@@ -185,6 +196,7 @@ pub async fn execute(
     .await;
     let (cpu1, wall) = (overhead::cpu_time(), wall0.elapsed());
     let lag = probe.stop();
+    let reads = client.take_read_stats();
     bar.finish();
 
     let percentiles = with_required(&config.percentiles);
@@ -195,7 +207,7 @@ pub async fn execute(
         config.ignore_eos,
     );
     let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a).as_secs_f64());
-    let client_overhead = judge_client(cpu, wall.as_secs_f64(), &lag, &metrics);
+    let client_overhead = judge_client(cpu, wall.as_secs_f64(), &lag, reads.as_ref(), &metrics);
     Ok(RunReport {
         config: config.clone(),
         started_at,
@@ -262,16 +274,32 @@ fn judge_client(
     cpu: Option<f64>,
     wall: f64,
     lag: &crate::stats::Distribution,
+    reads: Option<&ReadStats>,
     metrics: &RunMetrics,
 ) -> ClientOverhead {
     let cores = cores();
     let utilization = cpu.map(|c| if wall > 0.0 { c / wall } else { 0.0 });
     let p99 = lag.percentile(99.0).unwrap_or(0.0);
+    let kernel_reads = reads.filter(|r| r.kernel_stamped > 0);
+    let timestamps = match reads {
+        Some(r) if r.kernel_stamped > 0 && r.read_stamped == 0 => "kernel",
+        Some(r) if r.kernel_stamped > 0 => "mixed",
+        _ => "read",
+    };
+    let wait_ms = |q: f64| kernel_reads.map(|r| r.waited_ns.value_at_quantile(q) as f64 / 1e6);
     let mut warnings = Vec::new();
-    if p99 > LAG_LIMIT_MS {
-        warnings.push(format!(
+    let kernel_wait = wait_ms(0.99).filter(|_| timestamps == "kernel");
+    match kernel_wait {
+        Some(wait) if wait > LAG_LIMIT_MS => warnings.push(format!(
+            "the client read arriving data {wait:.1} ms late at p99: event times are the kernel's \
+             arrival times, but a stream whose events waited together shares the newest one's \
+             time, and requests may have been sent late"
+        )),
+        Some(_) => {}
+        None if p99 > LAG_LIMIT_MS => warnings.push(format!(
             "the client's runtime woke {p99:.1} ms late at p99: its timestamps may be late by as much"
-        ));
+        )),
+        None => {}
     }
     if utilization.is_some_and(|u| u > CPU_LIMIT_SHARE * cores as f64) {
         warnings.push(format!(
@@ -296,6 +324,10 @@ fn judge_client(
         runtime_lag_p50_ms: lag.median,
         runtime_lag_p99_ms: p99,
         runtime_lag_max_ms: lag.max,
+        timestamps,
+        read_wait_p50_ms: wait_ms(0.5),
+        read_wait_p99_ms: wait_ms(0.99),
+        read_wait_max_ms: kernel_reads.map(|r| r.waited_ns.max() as f64 / 1e6),
         client_bound: !warnings.is_empty(),
         warnings,
     }

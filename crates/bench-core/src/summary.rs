@@ -115,6 +115,7 @@ pub fn table(r: &RunReport) -> String {
         &m.e2el_ms,
         &r.config.percentiles,
     );
+    client(&mut out, r);
     if !m.failures.is_empty() {
         let _ = writeln!(out, "{:-^WIDTH$}", "Failures by reason");
         for (group, g) in &m.failures {
@@ -123,6 +124,24 @@ pub fn table(r: &RunReport) -> String {
     }
     let _ = writeln!(out, "{}", "=".repeat(WIDTH));
     out
+}
+
+/// Where the event times came from and what the client cost.
+fn client(out: &mut String, r: &RunReport) {
+    let c = &r.client;
+    let _ = writeln!(out, "{:-^WIDTH$}", "Client");
+    let source = match c.timestamps {
+        "kernel" => "kernel arrival",
+        "mixed" => "kernel arrival, some at read",
+        _ => "read return",
+    };
+    let _ = writeln!(out, "{:<40} {source}", "Event timestamps:");
+    if let Some(wait) = c.read_wait_p99_ms {
+        let _ = writeln!(out, "{:<40} {wait:<10.2}", "P99 read wait (ms):");
+    }
+    if let Some(cpu) = c.cpu_seconds_per_100k_events {
+        let _ = writeln!(out, "{:<40} {cpu:<10.2}", "CPU seconds per 100k events:");
+    }
 }
 
 fn section(out: &mut String, title: &str, short: &str, d: &Distribution, percentiles: &[f64]) {

@@ -9,11 +9,9 @@
 //! `Content-Length`, `chunked` encoding or the connection's end. Connections are kept alive and
 //! reused. `https://` servers go through reqwest instead.
 
-use bytes::BytesMut;
+use crate::socket::{Arrival, StampedStream};
 use std::sync::Mutex;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Most response-head bytes accepted.
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -84,29 +82,17 @@ impl ChunkedDecoder {
                         }
                         return Ok(());
                     };
-                    self.line.extend_from_slice(&input[..nl]);
-                    input = &input[nl + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    self.state = match self.state {
-                        ChunkState::Size => {
-                            let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-                            let text = std::str::from_utf8(hex)
-                                .map_err(|_| "chunk size is not text")?
-                                .trim();
-                            let size = u64::from_str_radix(text, 16)
-                                .map_err(|_| format!("bad chunk size `{text}`"))?;
-                            if size == 0 {
-                                ChunkState::Trailer
-                            } else {
-                                ChunkState::Data(size)
-                            }
-                        }
-                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
-                        ChunkState::DataEnd => return Err("chunk data not followed by CRLF".into()),
-                        _ if line.is_empty() => ChunkState::Done,
-                        _ => ChunkState::Trailer,
+                    // A line wholly inside this read is parsed where it lies; only one split
+                    // across reads is gathered.
+                    self.state = if self.line.is_empty() {
+                        next_state(self.state, &input[..nl])?
+                    } else {
+                        self.line.extend_from_slice(&input[..nl]);
+                        let next = next_state(self.state, &self.line)?;
+                        self.line.clear();
+                        next
                     };
+                    input = &input[nl + 1..];
                 }
             }
         }
@@ -116,6 +102,30 @@ impl ChunkedDecoder {
     pub fn is_done(&self) -> bool {
         self.state == ChunkState::Done
     }
+}
+
+/// The state after a complete line (without its `\n`) read in `state`.
+fn next_state(state: ChunkState, line: &[u8]) -> Result<ChunkState, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(match state {
+        ChunkState::Size => {
+            let hex = line.split(|&b| b == b';').next().unwrap_or_default();
+            let text = std::str::from_utf8(hex)
+                .map_err(|_| "chunk size is not text")?
+                .trim();
+            let size =
+                u64::from_str_radix(text, 16).map_err(|_| format!("bad chunk size `{text}`"))?;
+            if size == 0 {
+                ChunkState::Trailer
+            } else {
+                ChunkState::Data(size)
+            }
+        }
+        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+        ChunkState::DataEnd => return Err("chunk data not followed by CRLF".into()),
+        _ if line.is_empty() => ChunkState::Done,
+        _ => ChunkState::Trailer,
+    })
 }
 
 /// A response's status and the first bytes of its body when it was not 200.
@@ -136,12 +146,47 @@ pub enum Flow {
     Abort,
 }
 
+/// How long data waited in the socket before the client read it, over many reads.
+#[derive(Debug)]
+pub struct ReadStats {
+    /// Nanoseconds between the kernel's arrival stamp and the read's return.
+    pub waited_ns: hdrhistogram::Histogram<u64>,
+    /// Reads whose bytes carried a kernel arrival stamp, and reads stamped when they returned.
+    pub kernel_stamped: u64,
+    pub read_stamped: u64,
+}
+
+impl Default for ReadStats {
+    fn default() -> Self {
+        Self {
+            // Two significant figures (1% resolution), growing to whatever the waits need.
+            waited_ns: hdrhistogram::Histogram::new(2).expect("2 significant figures is valid"),
+            kernel_stamped: 0,
+            read_stamped: 0,
+        }
+    }
+}
+
+impl ReadStats {
+    fn record(&mut self, arrival: &Arrival) {
+        if arrival.kernel {
+            self.kernel_stamped += 1;
+            let _ = self
+                .waited_ns
+                .record(u64::try_from(arrival.waited().as_nanos()).unwrap_or(u64::MAX));
+        } else {
+            self.read_stamped += 1;
+        }
+    }
+}
+
 /// HTTP/1.1 to one `http://host:port` origin, with a pool of idle connections.
 #[derive(Debug)]
 pub struct Transport {
     authority: String,
     path: String,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<StampedStream>>,
+    reads: Mutex<ReadStats>,
 }
 
 impl Transport {
@@ -163,7 +208,16 @@ impl Transport {
             authority,
             path,
             idle: Mutex::new(Vec::new()),
+            reads: Mutex::new(ReadStats::default()),
         })
+    }
+
+    /// What reads have seen since the last call (a phase's worth), resetting the tally.
+    pub fn take_read_stats(&self) -> ReadStats {
+        self.reads
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     fn head(&self, headers: &[(&str, &str)], body_len: usize) -> Vec<u8> {
@@ -181,15 +235,23 @@ impl Transport {
         h.into_bytes()
     }
 
-    async fn connection(&self) -> Result<(TcpStream, bool), TransportError> {
+    async fn connection(&self) -> Result<(StampedStream, bool), TransportError> {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok((c, true));
         }
         self.connection_fresh().await
     }
 
-    /// Posts `body` and hands every run of body bytes to `on_body` with the instant the read
-    /// that brought them returned (taken before any parsing).
+    async fn connection_fresh(&self) -> Result<(StampedStream, bool), TransportError> {
+        let c = StampedStream::connect(&self.authority)
+            .await
+            .map_err(TransportError::Connect)?;
+        Ok((c, false))
+    }
+
+    /// Posts `body` and hands every run of body bytes to `on_body` with the instant the bytes
+    /// arrived (the kernel's stamp where there is one, else when the read returned; see
+    /// [`crate::socket`]), taken before any parsing.
     pub async fn post(
         &self,
         headers: &[(&str, &str)],
@@ -197,25 +259,32 @@ impl Transport {
         mut on_body: impl FnMut(&[u8], Instant) -> Flow,
     ) -> Result<Status, TransportError> {
         let head = self.head(headers, body.len());
+        let mut reader = Reader {
+            floor: Instant::now(),
+            tally: &self.reads,
+        };
         // A pooled connection the server has closed fails on first use: retry once, fresh.
         let (mut conn, reused) = self.connection().await?;
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        let first = send_and_read_head(&mut conn, &head, body, &mut buf).await;
-        let (status, framing, close, head_at) = match first {
+        let first = send_and_read_head(&conn, &head, body, &mut reader).await;
+        let (response, leftover) = match first {
             Ok(r) => r,
             Err(_) if reused => {
                 let (c, _) = self.connection_fresh().await?;
                 conn = c;
-                buf.clear();
-                send_and_read_head(&mut conn, &head, body, &mut buf)
+                reader.floor = Instant::now();
+                send_and_read_head(&conn, &head, body, &mut reader)
                     .await
                     .map_err(before_head)?
             }
             Err(e) => return Err(before_head(e)),
         };
-        if status != 200 {
+        let outcome = if response.code == 200 {
+            read_body(&conn, &mut reader, &response, &leftover, &mut on_body)
+                .await
+                .map(|complete| (complete, Vec::new()))
+        } else {
             let mut error_body = Vec::new();
-            let _ = read_body(&mut conn, &mut buf, framing, head_at, |b, _| {
+            let _ = read_body(&conn, &mut reader, &response, &leftover, |b, _| {
                 error_body.extend_from_slice(b);
                 if error_body.len() > 4096 {
                     Flow::Abort
@@ -224,29 +293,49 @@ impl Transport {
                 }
             })
             .await;
-            return Ok(Status {
-                code: status,
-                error_body,
-            });
-        }
-        let complete = read_body(&mut conn, &mut buf, framing, head_at, &mut on_body).await?;
-        if complete && !close && framing != Framing::UntilClose {
+            Ok((false, error_body))
+        };
+        let (complete, error_body) = outcome?;
+        if complete && !response.close && response.framing != Framing::UntilClose {
             if let Ok(mut idle) = self.idle.lock() {
                 idle.push(conn);
             }
         }
         Ok(Status {
-            code: status,
-            error_body: Vec::new(),
+            code: response.code,
+            error_body,
         })
     }
+}
 
-    async fn connection_fresh(&self) -> Result<(TcpStream, bool), TransportError> {
-        let c = TcpStream::connect(&self.authority)
-            .await
-            .map_err(TransportError::Connect)?;
-        c.set_nodelay(true).map_err(TransportError::Connect)?;
-        Ok((c, false))
+/// One exchange's reads: the earliest instant the next bytes may be stamped with, and the
+/// transport's tally.
+struct Reader<'t> {
+    floor: Instant,
+    tally: &'t Mutex<ReadStats>,
+}
+
+impl Reader<'_> {
+    /// Reads once and hands the bytes (empty at the end of the stream) and when they arrived to
+    /// `take`.
+    async fn read<R>(
+        &mut self,
+        conn: &StampedStream,
+        mut take: impl FnMut(&[u8], Instant) -> R,
+    ) -> Result<R, TransportError> {
+        let Self { floor, tally } = self;
+        conn.read_with(|bytes, arrival| {
+            let arrival = arrival.not_before(*floor);
+            *floor = arrival.at;
+            if !bytes.is_empty() {
+                if let Ok(mut tally) = tally.lock() {
+                    tally.record(&arrival);
+                }
+            }
+            take(bytes, arrival.at)
+        })
+        .await
+        .map_err(TransportError::Io)
     }
 }
 
@@ -262,26 +351,41 @@ fn before_head(e: TransportError) -> TransportError {
     }
 }
 
-/// Writes the request and reads until the response head is complete. Returns the status, the
-/// body's framing, whether the server will close the connection, and when the last read returned
-/// (body bytes that came with the head arrived then).
+/// A parsed response head.
+struct ResponseHead {
+    code: u16,
+    framing: Framing,
+    /// The server will close the connection after this response.
+    close: bool,
+    /// When the read that completed the head arrived (body bytes that came with it arrived then).
+    at: Instant,
+}
+
+/// Writes the request and reads until the response head is complete. Returns the head and the
+/// body bytes that came with it.
 async fn send_and_read_head(
-    conn: &mut TcpStream,
+    conn: &StampedStream,
     head: &[u8],
     body: &[u8],
-    buf: &mut BytesMut,
-) -> Result<(u16, Framing, bool, Instant), TransportError> {
-    conn.write_all(head).await.map_err(TransportError::Io)?;
-    conn.write_all(body).await.map_err(TransportError::Io)?;
+    reader: &mut Reader<'_>,
+) -> Result<(ResponseHead, Vec<u8>), TransportError> {
+    conn.write_all(&[head, body])
+        .await
+        .map_err(TransportError::Io)?;
+    let mut buf = Vec::new();
     loop {
-        let n = conn.read_buf(buf).await.map_err(TransportError::Io)?;
-        let at = Instant::now();
+        let (n, at) = reader
+            .read(conn, |bytes, at| {
+                buf.extend_from_slice(bytes);
+                (bytes.len(), at)
+            })
+            .await?;
         if n == 0 {
             return Err(TransportError::Closed);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(buf) {
+        match resp.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let code = resp.code.unwrap_or(0);
                 let mut framing = Framing::UntilClose;
@@ -303,8 +407,13 @@ async fn send_and_read_head(
                         close = value.eq_ignore_ascii_case("close");
                     }
                 }
-                let _ = buf.split_to(len);
-                return Ok((code, framing, close, at));
+                let head = ResponseHead {
+                    code,
+                    framing,
+                    close,
+                    at,
+                };
+                return Ok((head, buf.split_off(len)));
             }
             Ok(httparse::Status::Partial) if buf.len() < HEAD_LIMIT => {}
             Ok(httparse::Status::Partial) => {
@@ -315,63 +424,101 @@ async fn send_and_read_head(
     }
 }
 
-/// Reads the body to its end (or until `on_body` aborts). Bytes already buffered with the head
-/// arrived at `head_at`. Returns whether the body was read completely.
+/// Reads the body to its end (or until `on_body` aborts), starting with the bytes that came with
+/// the head. Returns whether the body was read completely.
 async fn read_body(
-    conn: &mut TcpStream,
-    buf: &mut BytesMut,
-    framing: Framing,
-    head_at: Instant,
+    conn: &StampedStream,
+    reader: &mut Reader<'_>,
+    head: &ResponseHead,
+    leftover: &[u8],
     mut on_body: impl FnMut(&[u8], Instant) -> Flow,
 ) -> Result<bool, TransportError> {
-    let mut chunked = ChunkedDecoder::default();
-    let mut remaining = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut finished = false;
-    let mut at = head_at;
+    let mut body = Body::new(head.framing);
+    if let Some(complete) = body.feed(leftover, head.at, &mut on_body)? {
+        return Ok(complete);
+    }
     loop {
+        let fed = reader
+            .read(conn, |bytes, at| {
+                if bytes.is_empty() {
+                    return Ok(Some(match head.framing {
+                        Framing::UntilClose => true,
+                        _ if body.finished => false,
+                        _ => return Err(TransportError::Closed),
+                    }));
+                }
+                body.feed(bytes, at, &mut on_body)
+            })
+            .await?;
+        if let Some(complete) = fed? {
+            return Ok(complete);
+        }
+    }
+}
+
+/// Where a body stands: its framing, and whether the handler has all it wants.
+struct Body {
+    framing: Framing,
+    chunked: ChunkedDecoder,
+    /// Bytes still due under `Content-Length`.
+    remaining: u64,
+    /// The handler said [`Flow::Finished`]; what follows is read only to reuse the connection.
+    finished: bool,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        Self {
+            framing,
+            chunked: ChunkedDecoder::default(),
+            remaining: match framing {
+                Framing::Length(n) => n,
+                _ => u64::MAX,
+            },
+            finished: false,
+        }
+    }
+
+    /// Hands the body bytes in `bytes` to `on_body`. `Some(complete)` once the exchange is over:
+    /// `true` when the body ended, `false` when the handler aborted.
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        at: Instant,
+        on_body: &mut impl FnMut(&[u8], Instant) -> Flow,
+    ) -> Result<Option<bool>, TransportError> {
         let mut flow = Flow::Continue;
-        let mut deliver = |bytes: &[u8]| {
-            if !finished && flow != Flow::Abort && !bytes.is_empty() {
-                flow = on_body(bytes, at);
+        let finished = self.finished;
+        let mut deliver = |b: &[u8]| {
+            if !finished && flow != Flow::Abort && !b.is_empty() {
+                flow = on_body(b, at);
             }
         };
-        match framing {
-            Framing::Chunked => chunked
-                .feed(buf, &mut deliver)
+        match self.framing {
+            Framing::Chunked => self
+                .chunked
+                .feed(bytes, &mut deliver)
                 .map_err(TransportError::Malformed)?,
             Framing::Length(_) => {
-                let n = (remaining as usize).min(buf.len());
-                deliver(&buf[..n]);
-                remaining -= n as u64;
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                deliver(&bytes[..n]);
+                self.remaining -= n as u64;
             }
-            Framing::UntilClose => deliver(buf),
+            Framing::UntilClose => deliver(bytes),
         }
-        buf.clear();
         match flow {
-            Flow::Abort => return Ok(false),
-            Flow::Finished => finished = true,
+            Flow::Abort => return Ok(Some(false)),
+            Flow::Finished => self.finished = true,
             Flow::Continue => {}
         }
-        let done = match framing {
-            Framing::Chunked => chunked.is_done(),
-            Framing::Length(_) => remaining == 0,
+        let ended = match self.framing {
+            Framing::Chunked => self.chunked.is_done(),
+            Framing::Length(_) => self.remaining == 0,
             Framing::UntilClose => false,
         };
-        if done {
-            return Ok(true);
-        }
-        let n = conn.read_buf(buf).await.map_err(TransportError::Io)?;
-        at = Instant::now();
-        if n == 0 {
-            return match framing {
-                Framing::UntilClose => Ok(true),
-                _ if finished => Ok(false),
-                _ => Err(TransportError::Closed),
-            };
-        }
+        Ok(ended.then_some(true))
     }
 }
 
@@ -411,6 +558,29 @@ mod tests {
         assert!(d.feed(b"zz\r\n", |_| {}).is_err());
         let mut d = ChunkedDecoder::default();
         assert!(d.feed(b"2\r\nabX\r\n", |_| {}).is_err());
+    }
+
+    #[test]
+    fn read_stats_keep_long_waits_and_count_stamp_sources() {
+        let now = Instant::now();
+        let mut stats = ReadStats::default();
+        for ms in [0, 1, 30, 2_000] {
+            stats.record(&Arrival {
+                at: now - std::time::Duration::from_millis(ms),
+                read_at: now,
+                kernel: true,
+            });
+        }
+        stats.record(&Arrival {
+            at: now,
+            read_at: now,
+            kernel: false,
+        });
+        assert_eq!((stats.kernel_stamped, stats.read_stamped), (4, 1));
+        let max_ms = stats.waited_ns.max() as f64 / 1e6;
+        assert!((max_ms - 2_000.0).abs() < 20.0, "max {max_ms} ms");
+        let median_ms = stats.waited_ns.value_at_quantile(0.5) as f64 / 1e6;
+        assert!((median_ms - 1.0).abs() < 0.05, "median {median_ms} ms");
     }
 
     #[test]

@@ -34,8 +34,9 @@ fn read_delays(report: &bench_core::RunReport, sim: &bench_sim::SimHandle) -> Ve
         for (read, handed) in r.output_events.iter().zip(&sent) {
             assert!(
                 read >= handed,
-                "{}: read before the simulator handed it over",
-                r.request_id
+                "{}: read {:?} before the simulator handed it over",
+                r.request_id,
+                handed.saturating_duration_since(*read)
             );
             delays.push((*read - *handed).as_secs_f64() * 1e3);
         }
@@ -88,6 +89,65 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
         );
         sim.stop().await;
     }
+}
+
+#[test]
+fn a_busy_client_still_times_events_by_their_arrival() {
+    // The simulator runs on its own runtime thread; the client on one thread that a hog blocks
+    // for 25 ms out of every 45. Events wait in the sockets meanwhile, yet each must be timed
+    // when it arrived, not when the client got round to reading it. (Blocks are shorter than the
+    // 40 ms between a stream's events, so every read holds one event: a read holding several
+    // would time them all by the newest, see `bench_core::socket`.)
+    let sim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("simulator runtime");
+    let sim = sim_rt.block_on(fixed_sim(20, 40, |_| {}));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let report = client_rt.block_on(async {
+        let hog = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        let mut c = config(&sim.url(), 8, 32, 10);
+        c.max_concurrency = NonZeroUsize::new(8);
+        c.num_warmups = 8;
+        let report = run(&c).await;
+        hog.abort();
+        report
+    });
+    assert_eq!(report.metrics.completed, 8, "{:?}", report.metrics.failures);
+    if cfg!(target_os = "linux") {
+        assert_eq!(report.client.timestamps, "kernel");
+        let waited = report
+            .client
+            .read_wait_max_ms
+            .expect("kernel-stamped reads");
+        assert!(
+            waited > 15.0,
+            "the hog never held a read back ({waited} ms)"
+        );
+        let delays = read_delays(&report, &sim);
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        let max = delays.iter().copied().fold(0.0, f64::max);
+        assert!(
+            mean < 1.0 && max < 5.0,
+            "stamps trail the simulator's writes by {mean:.3} ms on average, {max:.3} ms at most, \
+             while reads waited up to {waited:.1} ms"
+        );
+        assert!(
+            (report.metrics.tpot_ms.mean - 40.0).abs() < 0.5,
+            "TPOT {}",
+            report.metrics.tpot_ms.mean
+        );
+    }
+    sim_rt.block_on(sim.stop());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
