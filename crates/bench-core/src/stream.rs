@@ -191,7 +191,7 @@ pub struct MalformedEvent {
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<FirstChoice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default, borrow)]
@@ -218,7 +218,57 @@ struct Choice<'a> {
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
     #[serde(default)]
-    token_ids: Option<Vec<u32>>,
+    token_ids: Option<Count>,
+}
+
+/// The first element of `choices` (streams carry one choice), read without allocating a list.
+struct FirstChoice<'a>(Option<Choice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<Choice<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FirstChoice<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstChoice(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
+/// The length of a list (`token_ids`), counted without keeping it.
+struct Count(u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut n = 0u32;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n = n.saturating_add(1);
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }
 
 #[derive(Deserialize)]
@@ -253,11 +303,11 @@ pub fn classify<'a>(frame: SseFrame<'a>, api: ApiKind) -> Result<StreamEvent<'a>
             chunk.message.map_or_else(|| excerpt(data), Cow::into_owned),
         ));
     }
-    let Some(choice) = chunk.choices.and_then(|c| c.into_iter().next()) else {
+    let Some(choice) = chunk.choices.and_then(|c| c.0) else {
         return Ok(chunk.usage.map_or(StreamEvent::Other, StreamEvent::Usage));
     };
     let finished = choice.finish_reason.is_some();
-    let tokens = choice.token_ids.map(|ids| ids.len() as u32);
+    let tokens = choice.token_ids.map(|ids| ids.0);
     let text = match api {
         ApiKind::Completions => choice.text.unwrap_or(Cow::Borrowed("")),
         ApiKind::Chat => {

@@ -32,6 +32,13 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, addr, streams, tokens] = &args[..] {
+        if mode == "--floor-reader" {
+            let per_100k = floor::run(addr.parse()?, streams.parse()?, tokens.parse()?)?;
+            println!("{per_100k}");
+            return Ok(());
+        }
+    }
     let flood = args.iter().any(|a| a == "--flood");
     let levels: Vec<usize> = args
         .iter()
@@ -53,7 +60,7 @@ fn main() -> Result<()> {
         }
     );
     println!(
-        "{:>6} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>12} | {:>8} | {:>10}",
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>10} | {:>7} | {:>10} | {:>10}",
         "streams",
         "TTFT err",
         "P99",
@@ -61,23 +68,32 @@ fn main() -> Result<()> {
         "P99",
         "TPOT",
         "CPU s/100k",
+        "floor",
         "RSS MB",
-        "sim P99 late"
+        "read wait",
+        "sim late"
     );
     for &n in &levels {
         let row = level(&bins, work.path(), n, 50, 10, 100, pin)?;
         println!(
-            "{:>6} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>12.3} | {:>8.1} | {:>8.3}ms",
-            n, row.ttft_mean, row.ttft_p99, row.itl_mean, row.itl_p99, row.tpot_ratio, row.cpu_per_100k,
-            row.rss_mb, row.sim_late_p99
+            "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>10.3} | {:>7.1} | {:>8.3}ms | {:>8.3}ms",
+            n, row.ttft_mean, row.ttft_p99, row.itl_mean, row.itl_p99, row.tpot_ratio,
+            row.cpu_per_100k, row.floor_per_100k, row.rss_mb, row.read_wait_p99, row.sim_late_p99
         );
     }
+    println!(
+        "floor: a minimal epoll reader of the same streams that parses nothing; read wait: P99 of \
+         how long arrived data waited for bench to read it (how late read-time stamps would be); \
+         sim late: P99 of the simulator's writes against its own plan"
+    );
     if flood {
         let row = level(&bins, work.path(), 100, 0, 0, 5000, pin)?;
         println!(
-            "flood: 100 streams x 5000 tokens with no gaps: {:.0} events per client CPU-second ({:.3} CPU s per 100k events)",
+            "flood: 100 streams x 5000 tokens with no gaps: {:.0} events per client CPU-second \
+             ({:.3} CPU s per 100k events; floor {:.3})",
             1e5 / row.cpu_per_100k.max(1e-9),
-            row.cpu_per_100k
+            row.cpu_per_100k,
+            row.floor_per_100k
         );
     }
     Ok(())
@@ -110,6 +126,8 @@ struct Row {
     itl_p99: f64,
     tpot_ratio: f64,
     cpu_per_100k: f64,
+    floor_per_100k: f64,
+    read_wait_p99: f64,
     rss_mb: f64,
     sim_late_p99: f64,
 }
@@ -137,6 +155,8 @@ fn level(
     let truth = work.join(format!("truth-{streams}-{itl}.jsonl"));
     let events = work.join(format!("events-{streams}-{itl}.jsonl"));
     let result = work.join(format!("result-{streams}-{itl}.json"));
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokenizers/deepseek-v4");
     let mut sim: Child = pinned(pin, 1, &bins.join("bench-sim"))
         .args([
             "--port",
@@ -161,8 +181,6 @@ fn level(
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = std::fs::read_to_string(&info)?.trim().to_string();
-    let tokenizer =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokenizers/deepseek-v4");
     let n = streams.to_string();
     let status = pinned(pin, 0, &bins.join("bench"))
         .args([
@@ -196,6 +214,14 @@ fn level(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()?;
+    // The floor reader runs against the same simulator once bench is done; its requests carry no
+    // request id, so the comparison below ignores them.
+    let floor = pinned(pin, 0, &std::env::current_exe()?)
+        .arg("--floor-reader")
+        .arg(url.trim_start_matches("http://"))
+        .args([n.as_str(), &tokens.to_string()])
+        .stderr(Stdio::inherit())
+        .output();
     Command::new("kill")
         .args(["-TERM", &sim.id().to_string()])
         .status()?;
@@ -203,7 +229,13 @@ fn level(
     if !status.success() {
         return Err(format!("bench failed at {streams} streams: {status}").into());
     }
-    compare(&truth, &events, &result)
+    let floor = floor?;
+    if !floor.status.success() {
+        return Err(format!("the floor reader failed at {streams} streams").into());
+    }
+    let mut row = compare(&truth, &events, &result)?;
+    row.floor_per_100k = String::from_utf8_lossy(&floor.stdout).trim().parse()?;
+    Ok(row)
 }
 
 fn lines(path: &Path) -> Result<Vec<Value>> {
@@ -275,6 +307,8 @@ fn compare(truth: &Path, events: &Path, result: &Path) -> Result<Row> {
         cpu_per_100k: r["client"]["cpu_seconds_per_100k_events"]
             .as_f64()
             .unwrap_or(f64::NAN),
+        floor_per_100k: f64::NAN,
+        read_wait_p99: r["client"]["read_wait_p99_ms"].as_f64().unwrap_or(f64::NAN),
         rss_mb: r["client"]["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / 1e6,
         sim_late_p99: p99(&mut late),
     })
@@ -296,4 +330,116 @@ fn p99(v: &mut [f64]) -> f64 {
     let h = 0.99 * (v.len() - 1) as f64;
     let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (h - h.floor())
+}
+
+/// The floor: a minimal reader of the same streams that parses no JSON, in its own process pinned
+/// like `bench`. One thread, epoll (through mio), one read per readiness event, a read that does
+/// not fill the buffer taken as draining the socket. It opens `streams` connections, runs one
+/// warm-up request on each, then one measured request on each, all at once, and counts the CPU
+/// the measured round took the same way `bench` does.
+mod floor {
+    use mio::net::TcpStream;
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::SocketAddr;
+
+    struct Stream {
+        socket: TcpStream,
+        /// The request is not written yet (the connection may still be opening).
+        unsent: bool,
+        /// The last bytes read, to spot the terminal chunk across reads.
+        tail: Vec<u8>,
+        done: bool,
+    }
+
+    /// Runs the floor reader and returns CPU seconds per 100,000 output events.
+    pub fn run(addr: SocketAddr, streams: usize, tokens: u64) -> super::Result<f64> {
+        let body = format!(
+            r#"{{"model":"m","prompt":"hello","max_tokens":{tokens},"stream":true,"ignore_eos":true,"stream_options":{{"include_usage":true}}}}"#
+        );
+        let request = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut poll = Poll::new()?;
+        let mut all = Vec::with_capacity(streams);
+        for i in 0..streams {
+            let mut socket = TcpStream::connect(addr)?;
+            socket.set_nodelay(true)?;
+            poll.registry().register(
+                &mut socket,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            all.push(Stream {
+                socket,
+                unsent: true,
+                tail: Vec::new(),
+                done: false,
+            });
+        }
+        round(&mut poll, &mut all, request.as_bytes())?;
+        let before = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
+        round(&mut poll, &mut all, request.as_bytes())?;
+        let after = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
+        let events = streams as f64 * tokens as f64;
+        Ok((after - before).as_secs_f64() / events * 1e5)
+    }
+
+    /// Sends one request on every stream and reads every reply to its end.
+    fn round(poll: &mut Poll, all: &mut [Stream], request: &[u8]) -> super::Result<()> {
+        for s in all.iter_mut() {
+            s.unsent = true;
+            s.done = false;
+            s.tail.clear();
+            send(s, request)?;
+        }
+        let mut left = all.len();
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 64 * 1024];
+        while left > 0 {
+            poll.poll(&mut events, None)?;
+            for e in &events {
+                let s = &mut all[e.token().0];
+                if s.unsent {
+                    send(s, request)?;
+                }
+                if s.done || !e.is_readable() {
+                    continue;
+                }
+                loop {
+                    match s.socket.read(&mut buf) {
+                        Ok(0) => return Err("the simulator closed a connection".into()),
+                        Ok(n) => {
+                            s.tail.extend_from_slice(&buf[..n]);
+                            let keep = s.tail.len().saturating_sub(5);
+                            s.tail.drain(..keep);
+                            if s.tail == b"0\r\n\r\n" {
+                                s.done = true;
+                                left -= 1;
+                            }
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(s: &mut Stream, request: &[u8]) -> super::Result<()> {
+        match s.socket.write(request) {
+            Ok(n) if n == request.len() => {
+                s.unsent = false;
+                Ok(())
+            }
+            Ok(_) => Err("a short write of a small request".into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::NotConnected) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

@@ -1,10 +1,10 @@
 //! What the client measures against what the simulator did.
 //!
 //! Both share one process and one monotonic clock here. For each request the client's send
-//! precedes the server's arrival and the server's hand-over of an event precedes the client's
-//! read, so: measured TTFT >= server (first hand-over - arrival), and the excess is the client's
-//! and the loopback's overhead, which must stay under a small bound. Gaps between events are
-//! compared the same way.
+//! precedes the server's arrival and the server's hand-over of an event precedes its arrival at
+//! the client, so: measured TTFT >= server (first hand-over - arrival), and the excess is the
+//! loopback's and (where the kernel gives no arrival stamps) the client's delay, which must stay
+//! under a small bound. Gaps between events are compared the same way.
 
 use crate::support::{config, fixed_sim, run};
 use std::collections::HashMap;
@@ -49,7 +49,11 @@ fn read_delays(report: &bench_core::RunReport, sim: &bench_sim::SimHandle) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_timing_agrees_with_the_simulators_truth() {
+    // Kernel arrival stamps put the mean in microseconds even for an unoptimised client sharing
+    // two cores with the simulator; read-time stamps, elsewhere, need the looser bounds.
+    let kernel = cfg!(target_os = "linux");
     for (streams, mean_bound_ms) in [(16, 2.0), (256, 5.0)] {
+        let mean_bound_ms = if kernel { 0.5 } else { mean_bound_ms };
         let sim = fixed_sim(50, 10, |_| {}).await;
         let mut c = config(&sim.url(), streams, 64, 20);
         c.max_concurrency = NonZeroUsize::new(streams);
@@ -75,7 +79,7 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
             "{streams} streams: mean read delay {mean} ms"
         );
         assert!(
-            max < BOUND.as_secs_f64() * 1e3 * 2.0,
+            max < BOUND.as_secs_f64() * 1e3 * if kernel { 1.0 } else { 2.0 },
             "{streams} streams: max read delay {max} ms"
         );
         for r in &report.records {
