@@ -34,6 +34,8 @@ pub struct CellRow {
     pub p99_ttft_ms: f64,
     pub median_tpot_ms: f64,
     pub p99_tpot_ms: f64,
+    /// The result said the client, not the server, may have been the limit.
+    pub client_bound: bool,
     pub seconds: f64,
     pub file: String,
 }
@@ -53,6 +55,7 @@ impl CellRow {
             p99_ttft_ms: 0.0,
             median_tpot_ms: 0.0,
             p99_tpot_ms: 0.0,
+            client_bound: false,
             seconds: 0.0,
             file: String::new(),
         }
@@ -79,14 +82,16 @@ impl CellRow {
         row.p99_ttft_ms = f("p99_ttft_ms");
         row.median_tpot_ms = f("median_tpot_ms");
         row.p99_tpot_ms = f("p99_tpot_ms");
+        row.client_bound = v["client"]["client_bound"].as_bool().unwrap_or(false);
         row
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{:?}: {} completed, {} failed, {:.0} output tok/s, median TTFT {:.0} ms, median TPOT {:.1} ms{}",
+            "{:?}: {} completed, {} failed, {:.0} output tok/s, median TTFT {:.0} ms, median TPOT {:.1} ms{}{}",
             self.status, self.completed, self.failed, self.output_throughput, self.median_ttft_ms,
             self.median_tpot_ms,
+            if self.client_bound { " (client-bound: see the result's warnings)" } else { "" },
             if self.file.is_empty() { String::new() } else { format!(" -> {}", self.file) }
         )
     }
@@ -97,7 +102,7 @@ pub fn write(dir: &Path, rows: &[CellRow]) -> std::io::Result<()> {
     let json = serde_json::json!({"cells": rows});
     bench_core::result::write_atomic(&dir.join("sweep_summary.json"), &json)?;
     let mut csv = String::from(
-        "input_len,output_len,concurrency,status,completed,failed,input_throughput,output_throughput,median_ttft_ms,p99_ttft_ms,median_tpot_ms,p99_tpot_ms,seconds,file\n",
+        "input_len,output_len,concurrency,status,completed,failed,input_throughput,output_throughput,median_ttft_ms,p99_ttft_ms,median_tpot_ms,p99_tpot_ms,client_bound,seconds,file\n",
     );
     for r in rows {
         let status = serde_json::to_value(r.status)
@@ -105,7 +110,7 @@ pub fn write(dir: &Path, rows: &[CellRow]) -> std::io::Result<()> {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.1},{}\n",
+            "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.1},{}\n",
             r.input_len,
             r.output_len,
             r.concurrency,
@@ -118,6 +123,7 @@ pub fn write(dir: &Path, rows: &[CellRow]) -> std::io::Result<()> {
             r.p99_ttft_ms,
             r.median_tpot_ms,
             r.p99_tpot_ms,
+            r.client_bound,
             r.seconds,
             r.file
         ));

@@ -142,8 +142,14 @@ fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r["status"] == "done"
         && r["completed"].as_u64() == Some(r["concurrency"].as_u64().unwrap_or(0) * 3)));
+    // Whether the client kept up depends on the machine; that each row says is what is checked.
+    assert!(rows.iter().all(|r| r["client_bound"].is_boolean()));
     let csv = std::fs::read_to_string(dir.path().join("sweep_summary.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 5);
+    assert!(csv
+        .lines()
+        .next()
+        .is_some_and(|h| h.contains(",client_bound,")));
     let cell: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("t_tp2_isl64_osl8_conc2.json")).expect("cell"),
     )
