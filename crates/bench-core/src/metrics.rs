@@ -60,6 +60,9 @@ pub struct RunMetrics {
     pub peak_concurrency: usize,
     pub output_events: u64,
     pub multi_token_events: u64,
+    /// Output events read together with the next event of their stream, so stamped with its
+    /// arrival: either the server sent them at once, or the client fell behind the stream.
+    pub events_sharing_a_read: u64,
     /// Completed requests whose output count came from tokenizing text (no usage sent).
     pub usage_fallbacks: usize,
     /// Completed requests that produced fewer tokens than asked with `ignore_eos` on.
@@ -128,6 +131,10 @@ pub fn compute(
         peak_concurrency: peak_concurrency(records),
         output_events: ok.iter().map(|r| r.output_events.len() as u64).sum(),
         multi_token_events: ok.iter().map(|r| u64::from(r.multi_token_events)).sum(),
+        events_sharing_a_read: ok
+            .iter()
+            .map(|r| r.output_events.windows(2).filter(|w| w[0] == w[1]).count() as u64)
+            .sum(),
         usage_fallbacks: ok
             .iter()
             .filter(|r| r.token_source != TokenCountSource::Usage)
@@ -298,6 +305,16 @@ mod tests {
         assert_eq!(m.prompt_check.mismatched, 2);
         assert_eq!(m.peak_concurrency, 3);
         assert_eq!(m.short_outputs, 0);
+    }
+
+    #[test]
+    fn events_stamped_by_one_read_are_counted() {
+        let t0 = Instant::now();
+        // Events 2-4 came in one read, as did 5-6: three of them carry a later event's time.
+        let a = rec(t0, 0, &[10, 20, 20, 20, 30, 30], 6);
+        let b = rec(t0, 0, &[10, 20, 30], 3);
+        let m = compute(&[a, b], &[99.0], &Slo::default(), false);
+        assert_eq!((m.output_events, m.events_sharing_a_read), (9, 3));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! - Runtime lag: a task asks to sleep [`PROBE_PERIOD`] over and over and records how late it
 //!   wakes. When the client's threads are saturated, every stream's read is late by about as much,
 //!   so this is the delay between data being readable and its events being timestamped.
-//! - CPU time and peak RSS of the process, from `/proc/self` (Linux; absent elsewhere).
+//! - CPU time of the process (`getrusage`, to the microsecond) and its peak RSS (`/proc/self`,
+//!   Linux; absent elsewhere).
 
 use crate::stats::Distribution;
 use std::sync::{Arc, Mutex};
@@ -44,15 +45,26 @@ impl LagProbe {
     }
 }
 
-/// User plus system CPU time of this process so far.
+/// User plus system CPU time of this process (every thread) so far, to the microsecond.
+#[cfg(unix)]
+#[allow(unsafe_code)]
 pub fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
-    Some(Duration::from_millis(ticks * 10))
+    // SAFETY: rusage is plain data, and getrusage fills the one it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let micros = |t: libc::timeval| -> Option<u64> {
+        Some(u64::try_from(t.tv_sec).ok()? * 1_000_000 + u64::try_from(t.tv_usec).ok()?)
+    };
+    Some(Duration::from_micros(
+        micros(usage.ru_utime)? + micros(usage.ru_stime)?,
+    ))
+}
+
+#[cfg(not(unix))]
+pub fn cpu_time() -> Option<Duration> {
+    None
 }
 
 /// Peak resident set size in bytes (`VmHWM`).
@@ -71,7 +83,16 @@ mod tests {
     fn proc_readings_are_plausible_on_linux() {
         if cfg!(target_os = "linux") {
             assert!(peak_rss_bytes().is_some_and(|b| b > 1 << 20));
-            assert!(cpu_time().is_some());
+        }
+        if cfg!(unix) {
+            // Spin until the clock moves: it counts this thread's work, finer than a 10 ms tick.
+            let start = cpu_time().expect("CPU time");
+            let mut x = 0u64;
+            while cpu_time().expect("CPU time") - start < Duration::from_micros(500) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let spent = cpu_time().expect("CPU time") - start;
+            assert!(spent < Duration::from_millis(5), "{spent:?}");
         }
     }
 }

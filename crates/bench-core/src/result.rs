@@ -144,6 +144,7 @@ fn own_keys(out: &mut Map<String, Value>, r: &RunReport) {
             json!({
                 "events": m.output_events,
                 "multi_token_events": m.multi_token_events,
+                "events_sharing_a_read": m.events_sharing_a_read,
                 "usage_fallbacks": m.usage_fallbacks,
                 "short_outputs": m.short_outputs,
             }),

@@ -267,6 +267,8 @@ fn with_required(requested: &[f64]) -> Vec<f64> {
 
 /// Runtime lag above this at p99 means reads were timestamped late.
 const LAG_LIMIT_MS: f64 = 5.0;
+/// Output events sharing a read above this share are worth a warning.
+const SHARED_READ_SHARE: f64 = 0.01;
 /// CPU use above this share of the cores means the client ran out of CPU.
 const CPU_LIMIT_SHARE: f64 = 0.85;
 
@@ -314,6 +316,17 @@ fn judge_client(
             );
         }
     }
+    // Everything above means the client may have been the limit; what follows is a caveat.
+    let client_bound = !warnings.is_empty();
+    let shared = metrics.events_sharing_a_read as f64 / metrics.output_events.max(1) as f64;
+    if shared > SHARED_READ_SHARE {
+        warnings.push(format!(
+            "{:.1}% of output events were read together with the next one of their stream and \
+             carry its arrival time, so some ITLs are too short and others too long: either the \
+             server sends events in groups, or the client fell behind (see client.read_wait_*)",
+            shared * 100.0
+        ));
+    }
     let events = metrics.output_events as f64;
     ClientOverhead {
         cpu_seconds: cpu,
@@ -328,7 +341,7 @@ fn judge_client(
         read_wait_p50_ms: wait_ms(0.5),
         read_wait_p99_ms: wait_ms(0.99),
         read_wait_max_ms: kernel_reads.map(|r| r.waited_ns.max() as f64 / 1e6),
-        client_bound: !warnings.is_empty(),
+        client_bound,
         warnings,
     }
 }

@@ -18,8 +18,9 @@
 //! - client CPU seconds per 100,000 events, and the floor: the same for a minimal epoll reader of
 //!   the same streams that parses nothing (run in this example's own process, pinned the same);
 //! - peak RSS; read wait: P99 of how long arrived data waited for `bench` to read it (how late
-//!   read-time stamps would have been); and the simulator's lateness against its own plan (P99 of
-//!   write time minus due time): if the simulator fell behind, it wrote in bursts.
+//!   read-time stamps would have been); shared: the share of output events read together with the
+//!   next one of their stream (and so timed by it); and the simulator's lateness against its own
+//!   plan (P99 of write time minus due time): if the simulator fell behind, it wrote in bursts.
 //!
 //! `--flood` adds a run with no gaps (tokens as fast as the simulator writes them): the client's
 //! ceiling in events per CPU-second.
@@ -62,7 +63,7 @@ fn main() -> Result<()> {
         }
     );
     println!(
-        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>10} | {:>7} | {:>10} | {:>10}",
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>10} | {:>7} | {:>10} {:>7} | {:>10}",
         "streams",
         "TTFT err",
         "P99",
@@ -73,27 +74,21 @@ fn main() -> Result<()> {
         "floor",
         "RSS MB",
         "read wait",
+        "shared",
         "sim late"
     );
     for &n in &levels {
         let row = level(&bins, work.path(), n, 50, 10, 100, pin)?;
-        // CPU time comes in 10 ms ticks: too coarse below ~50,000 events.
-        let cpu = |v: f64| {
-            if n * 100 < 50_000 {
-                "-".to_string()
-            } else {
-                format!("{v:.3}")
-            }
-        };
         println!(
-            "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10} {:>10} | {:>7.1} | {:>8.3}ms | {:>8.3}ms",
+            "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10} {:>10} | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms",
             n, row.ttft_mean, row.ttft_p99, row.itl_mean, row.itl_p99, row.tpot_ratio,
-            cpu(row.cpu_per_100k), cpu(row.floor_per_100k), row.rss_mb, row.read_wait_p99, row.sim_late_p99
+            format!("{:.3}", row.cpu_per_100k), format!("{:.3}", row.floor_per_100k), row.rss_mb, row.read_wait_p99, row.shared_pct, row.sim_late_p99
         );
     }
     println!(
         "floor: a minimal epoll reader of the same streams that parses nothing; read wait: P99 of \
          how long arrived data waited for bench to read it (how late read-time stamps would be); \
+         shared: output events read together with the next of their stream (timed by it); \
          sim late: P99 of the simulator's writes against its own plan"
     );
     if flood {
@@ -138,6 +133,7 @@ struct Row {
     cpu_per_100k: f64,
     floor_per_100k: f64,
     read_wait_p99: f64,
+    shared_pct: f64,
     rss_mb: f64,
     sim_late_p99: f64,
 }
@@ -319,6 +315,11 @@ fn compare(truth: &Path, events: &Path, result: &Path) -> Result<Row> {
             .unwrap_or(f64::NAN),
         floor_per_100k: f64::NAN,
         read_wait_p99: r["client"]["read_wait_p99_ms"].as_f64().unwrap_or(f64::NAN),
+        shared_pct: r["output"]["events_sharing_a_read"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+            / r["output"]["events"].as_f64().unwrap_or(f64::NAN)
+            * 100.0,
         rss_mb: r["client"]["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / 1e6,
         sim_late_p99: p99(&mut late),
     })

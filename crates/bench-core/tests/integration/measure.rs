@@ -95,28 +95,25 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
     }
 }
 
-#[test]
-fn a_busy_client_still_times_events_by_their_arrival() {
-    // The simulator runs on its own runtime thread; the client on one thread that a hog blocks
-    // for 25 ms out of every 45. Events wait in the sockets meanwhile, yet each must be timed
-    // when it arrived, not when the client got round to reading it. (Blocks are shorter than the
-    // 40 ms between a stream's events, so every read holds one event: a read holding several
-    // would time them all by the newest, see `bench_core::socket`.)
+/// Runs 8 streams of 10 tokens `itl_ms` apart from a simulator on its own runtime thread, against
+/// a client on one thread that a hog blocks for `block_ms` out of every `block_ms + 20`. Returns
+/// the report and each event's delay behind the simulator's write (ms).
+fn busy_client(itl_ms: u64, block_ms: u64) -> (bench_core::RunReport, Vec<f64>) {
     let sim_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("simulator runtime");
-    let sim = sim_rt.block_on(fixed_sim(20, 40, |_| {}));
+    let sim = sim_rt.block_on(fixed_sim(20, itl_ms, |_| {}));
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("client runtime");
     let report = client_rt.block_on(async {
-        let hog = tokio::spawn(async {
+        let hog = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                std::thread::sleep(Duration::from_millis(25));
+                std::thread::sleep(Duration::from_millis(block_ms));
             }
         });
         let mut c = config(&sim.url(), 8, 32, 10);
@@ -127,6 +124,17 @@ fn a_busy_client_still_times_events_by_their_arrival() {
         report
     });
     assert_eq!(report.metrics.completed, 8, "{:?}", report.metrics.failures);
+    let delays = read_delays(&report, &sim);
+    sim_rt.block_on(sim.stop());
+    (report, delays)
+}
+
+#[test]
+fn a_busy_client_still_times_events_by_their_arrival() {
+    // Events wait in the sockets while the client is blocked, yet each must be timed when it
+    // arrived, not when the client got round to reading it. Blocks (25 ms) are shorter than the
+    // 40 ms between a stream's events, so every read holds one event.
+    let (report, delays) = busy_client(40, 25);
     if cfg!(target_os = "linux") {
         assert_eq!(report.client.timestamps, "kernel");
         let waited = report
@@ -137,7 +145,6 @@ fn a_busy_client_still_times_events_by_their_arrival() {
             waited > 15.0,
             "the hog never held a read back ({waited} ms)"
         );
-        let delays = read_delays(&report, &sim);
         let mean = delays.iter().sum::<f64>() / delays.len() as f64;
         let max = delays.iter().copied().fold(0.0, f64::max);
         assert!(
@@ -151,7 +158,28 @@ fn a_busy_client_still_times_events_by_their_arrival() {
             report.metrics.tpot_ms.mean
         );
     }
-    sim_rt.block_on(sim.stop());
+}
+
+#[test]
+fn events_a_client_read_together_are_counted_and_flagged() {
+    // Blocks of 60 ms against events 15 ms apart: a stream's events pile up and are read
+    // together, sharing the newest one's time. The result must say so.
+    let (report, _) = busy_client(15, 60);
+    let shared = report.metrics.events_sharing_a_read;
+    assert!(
+        shared * 10 > report.metrics.output_events,
+        "only {shared} of {} events shared a read",
+        report.metrics.output_events
+    );
+    assert!(
+        report
+            .client
+            .warnings
+            .iter()
+            .any(|w| w.contains("read together")),
+        "{:?}",
+        report.client.warnings
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
