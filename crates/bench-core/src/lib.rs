@@ -7,6 +7,7 @@
 //! file. [`stream`] (SSE decoding and event classification) and [`prompt`] (exact-length random
 //! prompts) are pure too, so each is tested without a network.
 
+pub mod chunked;
 pub mod client;
 pub mod clock;
 pub mod config;
