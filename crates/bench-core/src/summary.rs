@@ -18,75 +18,7 @@ pub fn table(r: &RunReport) -> String {
         " Serving Benchmark Result "
     };
     let _ = writeln!(out, "{title:=^WIDTH$}");
-    let row = |out: &mut String, k: &str, v: String| {
-        let _ = writeln!(out, "{k:<40} {v:<10}");
-    };
-    row(&mut out, "Successful requests:", m.completed.to_string());
-    row(&mut out, "Failed requests:", m.failed.to_string());
-    if r.not_sent > 0 {
-        row(
-            &mut out,
-            "Requests not sent (interrupted):",
-            r.not_sent.to_string(),
-        );
-    }
-    let conc = r
-        .config
-        .max_concurrency
-        .map_or("unlimited".into(), |n| n.to_string());
-    row(&mut out, "Maximum request concurrency:", conc);
-    row(
-        &mut out,
-        "Benchmark duration (s):",
-        format!("{:.2}", m.duration.as_secs_f64()),
-    );
-    row(
-        &mut out,
-        "Total input tokens:",
-        m.total_input_tokens.to_string(),
-    );
-    row(
-        &mut out,
-        "Total generated tokens:",
-        m.total_output_tokens.to_string(),
-    );
-    row(
-        &mut out,
-        "Request throughput (req/s):",
-        format!("{:.2}", m.request_throughput),
-    );
-    if !r.config.goodput.is_empty() {
-        row(
-            &mut out,
-            "Request goodput (req/s):",
-            format!("{:.2}", m.request_goodput),
-        );
-    }
-    row(
-        &mut out,
-        "Output token throughput (tok/s):",
-        format!("{:.2}", m.output_throughput),
-    );
-    row(
-        &mut out,
-        "Peak output token throughput (tok/s):",
-        format!("{:.2}", m.max_output_tokens_per_s),
-    );
-    row(
-        &mut out,
-        "Peak concurrent requests:",
-        m.peak_concurrency.to_string(),
-    );
-    row(
-        &mut out,
-        "Total token throughput (tok/s):",
-        format!("{:.2}", m.total_token_throughput),
-    );
-    row(
-        &mut out,
-        "Interactivity (tok/s/user):",
-        format!("{:.2}", m.interactivity),
-    );
+    totals(&mut out, r);
     section(
         &mut out,
         "Time to First Token",
@@ -124,6 +56,76 @@ pub fn table(r: &RunReport) -> String {
     }
     let _ = writeln!(out, "{}", "=".repeat(WIDTH));
     out
+}
+
+/// The run's counts and throughputs, one row each.
+fn totals(out: &mut String, r: &RunReport) {
+    let m = &r.metrics;
+    let row = |out: &mut String, k: &str, v: String| {
+        let _ = writeln!(out, "{k:<40} {v:<10}");
+    };
+    row(out, "Successful requests:", m.completed.to_string());
+    row(out, "Failed requests:", m.failed.to_string());
+    if r.not_sent > 0 {
+        row(
+            out,
+            "Requests not sent (interrupted):",
+            r.not_sent.to_string(),
+        );
+    }
+    let conc = r
+        .config
+        .max_concurrency
+        .map_or("unlimited".into(), |n| n.to_string());
+    row(out, "Maximum request concurrency:", conc);
+    row(
+        out,
+        "Benchmark duration (s):",
+        format!("{:.2}", m.duration.as_secs_f64()),
+    );
+    row(out, "Total input tokens:", m.total_input_tokens.to_string());
+    row(
+        out,
+        "Total generated tokens:",
+        m.total_output_tokens.to_string(),
+    );
+    row(
+        out,
+        "Request throughput (req/s):",
+        format!("{:.2}", m.request_throughput),
+    );
+    if !r.config.goodput.is_empty() {
+        row(
+            out,
+            "Request goodput (req/s):",
+            format!("{:.2}", m.request_goodput),
+        );
+    }
+    row(
+        out,
+        "Output token throughput (tok/s):",
+        format!("{:.2}", m.output_throughput),
+    );
+    row(
+        out,
+        "Peak output token throughput (tok/s):",
+        format!("{:.2}", m.max_output_tokens_per_s),
+    );
+    row(
+        out,
+        "Peak concurrent requests:",
+        m.peak_concurrency.to_string(),
+    );
+    row(
+        out,
+        "Total token throughput (tok/s):",
+        format!("{:.2}", m.total_token_throughput),
+    );
+    row(
+        out,
+        "Interactivity (tok/s/user):",
+        format!("{:.2}", m.interactivity),
+    );
 }
 
 /// Where the event times came from and what the client cost.

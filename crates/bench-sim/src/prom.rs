@@ -108,82 +108,82 @@ fn gauge(out: &mut String, name: &str, help: &str, kind: &str, labels: &str, v: 
     );
 }
 
+/// vLLM's engine gauges and counters: (name, help, type), in its words.
+const ENGINE_GAUGES: [(&str, &str, &str); 5] = [
+    (
+        "vllm:num_requests_running",
+        "Number of requests in model execution batches.",
+        "gauge",
+    ),
+    (
+        "vllm:num_requests_waiting",
+        "Number of requests waiting to be processed.",
+        "gauge",
+    ),
+    (
+        "vllm:kv_cache_usage_perc",
+        "KV-cache usage. 1 means 100 percent usage.",
+        "gauge",
+    ),
+    (
+        "vllm:prompt_tokens_total",
+        "Number of prefill tokens processed.",
+        "counter",
+    ),
+    (
+        "vllm:generation_tokens_total",
+        "Number of generation tokens processed.",
+        "counter",
+    ),
+];
+
 /// The whole exposition.
 pub fn render(s: &AppState) -> String {
     let labels = format!("engine=\"0\",model_name=\"{}\"", s.config.served_model_name);
     let st = &s.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let mut out = String::new();
-    gauge(
-        &mut out,
-        "vllm:num_requests_running",
-        "Number of requests in model execution batches.",
-        "gauge",
-        &labels,
-        load(&st.running),
-    );
-    gauge(
-        &mut out,
-        "vllm:num_requests_waiting",
-        "Number of requests waiting to be processed.",
-        "gauge",
-        &labels,
-        load(&st.waiting),
-    );
     let capacity = load(&st.kv_capacity_tokens);
-    let usage = if capacity > 0.0 {
+    let kv_usage = if capacity > 0.0 {
         load(&st.kv_used_tokens) / capacity
     } else {
         0.0
     };
-    gauge(
-        &mut out,
-        "vllm:kv_cache_usage_perc",
-        "KV-cache usage. 1 means 100 percent usage.",
-        "gauge",
-        &labels,
-        usage,
-    );
-    gauge(
-        &mut out,
-        "vllm:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        "counter",
-        &labels,
+    let engine = [
+        load(&st.running),
+        load(&st.waiting),
+        kv_usage,
         load(&st.prompt_tokens_total),
-    );
-    gauge(
-        &mut out,
-        "vllm:generation_tokens_total",
-        "Number of generation tokens processed.",
-        "counter",
-        &labels,
         load(&st.generation_tokens_total),
-    );
+    ];
+    let mut out = String::new();
+    for ((name, help, kind), value) in ENGINE_GAUGES.into_iter().zip(engine) {
+        gauge(&mut out, name, help, kind, &labels, value);
+    }
     if let Ok(h) = s.histograms.lock() {
         let _ = writeln!(
             out,
             "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter\nvllm:request_success_total{{engine=\"0\",finished_reason=\"length\",model_name=\"{}\"}} {}.0",
             s.config.served_model_name, h.success
         );
-        h.ttft.render(
-            &mut out,
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            &labels,
-        );
-        h.itl.render(
-            &mut out,
-            "vllm:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.",
-            &labels,
-        );
-        h.e2e.render(
-            &mut out,
-            "vllm:e2e_request_latency_seconds",
-            "Histogram of e2e request latency in seconds.",
-            &labels,
-        );
+        for (histogram, name, help) in [
+            (
+                &h.ttft,
+                "vllm:time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+            ),
+            (
+                &h.itl,
+                "vllm:inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+            ),
+            (
+                &h.e2e,
+                "vllm:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+            ),
+        ] {
+            histogram.render(&mut out, name, help, &labels);
+        }
     }
     let late = st.report();
     gauge(

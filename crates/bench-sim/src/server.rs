@@ -248,12 +248,12 @@ async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
     }
 }
 
-async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
-    // Arrival is before tokenizing the prompt: that work is part of the server's latency.
-    let arrival = Instant::now();
-    s.requests_total.fetch_add(1, Ordering::Relaxed);
+/// Checks a request as vLLM does before it reaches the engine: ready, the served model, the
+/// prompt within the context, `max_tokens` sensible. Returns the prompt's tokens and the tokens
+/// to generate, or the error reply.
+async fn admit(s: &AppState, job: &mut Job) -> Result<(u64, u64), Response> {
     if !s.ready() {
-        return json_response(
+        return Err(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &wire::error_body(
                 "The server is starting up or restarting.",
@@ -261,33 +261,50 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
                 None,
                 503,
             ),
-        );
+        ));
     }
     let served = &s.config.served_model_name;
     if let Some(m) = job.model.as_deref().filter(|m| m != served) {
-        return json_response(StatusCode::NOT_FOUND, &wire::unknown_model(m, served));
+        return Err(json_response(
+            StatusCode::NOT_FOUND,
+            &wire::unknown_model(m, served),
+        ));
     }
-    let prompt_tokens = count_prompt(&s, &mut job).await;
+    let prompt_tokens = count_prompt(s, job).await;
     let max_len = s.config.max_model_len;
     if prompt_tokens >= max_len {
-        return json_response(
+        return Err(json_response(
             StatusCode::BAD_REQUEST,
             &wire::prompt_too_long(prompt_tokens, max_len),
-        );
+        ));
     }
     let max_tokens = match job.max_tokens {
         Some(m) if m < 1 => {
-            return json_response(StatusCode::BAD_REQUEST, &wire::max_tokens_too_small(m))
+            return Err(json_response(
+                StatusCode::BAD_REQUEST,
+                &wire::max_tokens_too_small(m),
+            ))
         }
         Some(m) if m as u64 > max_len => {
-            return json_response(
+            return Err(json_response(
                 StatusCode::BAD_REQUEST,
                 &wire::max_tokens_too_large(m, max_len),
-            )
+            ))
         }
         // vLLM clamps a prompt + max_tokens over the limit silently (see the transcripts).
         Some(m) => (m as u64).min(max_len - prompt_tokens),
         None => max_len - prompt_tokens,
+    };
+    Ok((prompt_tokens, max_tokens))
+}
+
+async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
+    // Arrival is before tokenizing the prompt: that work is part of the server's latency.
+    let arrival = Instant::now();
+    s.requests_total.fetch_add(1, Ordering::Relaxed);
+    let (prompt_tokens, max_tokens) = match admit(&s, &mut job).await {
+        Ok(sizes) => sizes,
+        Err(refusal) => return refusal,
     };
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let faults = s
@@ -322,25 +339,16 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         job.api,
         format!("{prefix}-{id:016x}"),
         unix_now(),
-        served.clone(),
+        s.config.served_model_name.clone(),
         concat!("inferperf-sim-", env!("CARGO_PKG_VERSION")).into(),
     );
-    let truth = RequestTruth {
-        id,
-        request_id: job.request_id.take(),
-        api: if job.api == Api::Chat {
-            "chat"
-        } else {
-            "completions"
-        },
-        prompt_tokens,
-        max_tokens,
-        arrival,
-        prefill_start: None,
-        token_due: Vec::with_capacity(max_tokens.min(1 << 16) as usize),
-        events: Vec::with_capacity(max_tokens.min(1 << 16) as usize + 3),
-        outcome: TruthOutcome::ClientGone,
+    let api = if job.api == Api::Chat {
+        "chat"
+    } else {
+        "completions"
     };
+    let sizes = (prompt_tokens, max_tokens);
+    let truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, arrival);
     let epoch = s.epoch.lock().map(|e| e.clone()).unwrap_or_default();
     let stream = TokenStream {
         state: Arc::clone(&s),

@@ -49,6 +49,30 @@ pub struct RequestTruth {
 }
 
 impl RequestTruth {
+    /// A request just admitted with `(prompt, max)` tokens: nothing sent yet, and `ClientGone`
+    /// until it is filed with another outcome.
+    pub fn admitted(
+        id: u64,
+        request_id: Option<String>,
+        api: &'static str,
+        (prompt_tokens, max_tokens): (u64, u64),
+        arrival: Instant,
+    ) -> Self {
+        let room = max_tokens.min(1 << 16) as usize;
+        Self {
+            id,
+            request_id,
+            api,
+            prompt_tokens,
+            max_tokens,
+            arrival,
+            prefill_start: None,
+            token_due: Vec::with_capacity(room),
+            events: Vec::with_capacity(room + 3),
+            outcome: TruthOutcome::ClientGone,
+        }
+    }
+
     /// Hand-over times of the events that carried output.
     pub fn output_sent(&self) -> impl Iterator<Item = Instant> + '_ {
         self.events.iter().filter(|e| e.tokens > 0).map(|e| e.at)

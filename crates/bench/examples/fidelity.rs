@@ -163,30 +163,7 @@ fn level(
     let result = work.join(format!("result-{streams}-{itl}.json"));
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokenizers/deepseek-v4");
-    let mut sim: Child = pinned(pin, 1, &bins.join("bench-sim"))
-        .args([
-            "--port",
-            "0",
-            "--preset",
-            "fixed",
-            "--served-model-name",
-            "m",
-        ])
-        .args(["--ttft-ms", &ttft.to_string(), "--itl-ms", &itl.to_string()])
-        .arg("--truth-jsonl")
-        .arg(&truth)
-        .arg("--server-info")
-        .arg(&info)
-        .stderr(Stdio::null())
-        .spawn()?;
-    let started = Instant::now();
-    while !info.is_file() {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("bench-sim did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = std::fs::read_to_string(&info)?.trim().to_string();
+    let (mut sim, url) = start_sim(&bins.join("bench-sim"), &info, &truth, (ttft, itl), pin)?;
     let n = streams.to_string();
     let status = pinned(pin, 0, &bins.join("bench"))
         .args([
@@ -242,6 +219,43 @@ fn level(
     let mut row = compare(&truth, &events, &result)?;
     row.floor_per_100k = String::from_utf8_lossy(&floor.stdout).trim().parse()?;
     Ok(row)
+}
+
+/// Starts `bench-sim` with fixed timing (`ttft`, `itl` in ms) logging its truth to `truth`, and
+/// returns it with its URL once it has written `info`.
+fn start_sim(
+    program: &Path,
+    info: &Path,
+    truth: &Path,
+    (ttft, itl): (u64, u64),
+    pin: bool,
+) -> Result<(Child, String)> {
+    let mut sim: Child = pinned(pin, 1, program)
+        .args([
+            "--port",
+            "0",
+            "--preset",
+            "fixed",
+            "--served-model-name",
+            "m",
+        ])
+        .args(["--ttft-ms", &ttft.to_string(), "--itl-ms", &itl.to_string()])
+        .arg("--truth-jsonl")
+        .arg(truth)
+        .arg("--server-info")
+        .arg(info)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    while !info.is_file() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = sim.kill();
+            return Err("bench-sim did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = std::fs::read_to_string(info)?.trim().to_string();
+    Ok((sim, url))
 }
 
 fn lines(path: &Path) -> Result<Vec<Value>> {

@@ -286,6 +286,28 @@ fn cell_config(base: &RunConfig, cell: &Cell, url: &str) -> RunConfig {
     c
 }
 
+/// Whether `done` holds a finished run of `cell` with this plan's settings. A file that is there
+/// but does not qualify is named, and the cell runs again.
+fn finished(plan: &Plan, cell: &Cell, done: &std::path::Path) -> bool {
+    let expected = Expected {
+        model: &plan.base.model,
+        endpoint: &plan.base.endpoint.path,
+        range_ratio: plan.base.prompt.range_ratio,
+        seed: plan.base.prompt.seed,
+    };
+    match check_done(done, cell, &expected) {
+        Ok(()) => true,
+        Err(NotDone::Missing) => false,
+        Err(why) => {
+            eprintln!(
+                "  {} exists but is not a finished run ({why:?}): running the cell again",
+                done.display()
+            );
+            false
+        }
+    }
+}
+
 async fn run_cell(
     plan: &Plan,
     cell: &Cell,
@@ -296,19 +318,8 @@ async fn run_cell(
 ) -> anyhow::Result<CellRow> {
     let tp = plan.base.tp;
     let done = cell::done_path(&plan.results_dir, cell, &plan.name, tp);
-    let expected = Expected {
-        model: &plan.base.model,
-        endpoint: &plan.base.endpoint.path,
-        range_ratio: plan.base.prompt.range_ratio,
-        seed: plan.base.prompt.seed,
-    };
-    match check_done(&done, cell, &expected) {
-        Ok(()) => return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0)),
-        Err(NotDone::Missing) => {}
-        Err(why) => eprintln!(
-            "  {} exists but is not a finished run ({why:?}): running the cell again",
-            done.display()
-        ),
+    if finished(plan, cell, &done) {
+        return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0));
     }
     let mut attempt = 0;
     loop {
