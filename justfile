@@ -20,6 +20,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Dependency licenses, bans and sources (deny.toml); `cargo install cargo-deny` first.
+deny:
+    cargo deny check licenses bans sources
+
 # The main job on the built-in simulator: results/ and results/charts/.
 demo:
     cargo run --release -p sweep -- --simulate
