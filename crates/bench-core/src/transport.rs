@@ -1,13 +1,15 @@
 //! A lean HTTP/1.1 transport for `http://` servers: each request's own task writes the request
-//! and reads its socket, so an arriving event costs one wake-up and one read.
+//! and reads its socket, so an arriving event costs one wake-up and one read, and every read
+//! carries the time its bytes arrived ([`crate::socket`]).
 //!
 //! A general HTTP client reads the socket in a connection task and hands each chunk over a
 //! channel to the task that polls the body: two wake-ups per read. With thousands of streams each
 //! sending a token every few milliseconds, that hand-over is most of the client's CPU
 //! (docs/performance.md). This transport speaks exactly what a streaming completion needs:
 //! POST with a JSON body, a response head parsed with `httparse`, and a body framed by
-//! `Content-Length`, `chunked` encoding or the connection's end. Connections are kept alive and
-//! reused. `https://` servers go through reqwest instead.
+//! `Content-Length`, `chunked` encoding ([`crate::chunked`]) or the connection's end. Connections
+//! are kept alive and reused. It also tallies how long arrived data waited to be read
+//! ([`ReadStats`]). `https://` servers go through reqwest instead.
 
 use crate::chunked::ChunkedDecoder;
 use crate::socket::{Arrival, StampedStream};
