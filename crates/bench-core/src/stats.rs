@@ -3,9 +3,9 @@
 //! Reported figures come from every sample, never from a lossy histogram:
 //! - mean: arithmetic mean (`numpy.mean`);
 //! - std: population standard deviation, ddof 0 (`numpy.std`);
-//! - percentiles: numpy's default `method="linear"` (Hyndman & Fan type 7). For q in [0, 100] and
-//!   sorted samples x[0..n], the virtual index is h = (q / 100) * (n - 1); with i = floor(h) and
-//!   g = h - i the value is lerp(x[i], x[i + 1], g), computed the way numpy's `_lerp` does
+//! - percentiles: numpy's default `method="linear"` (Hyndman & Fan type 7). For q in 0..=100 and
+//!   sorted samples `x[0..n]`, the virtual index is `h = (q / 100) * (n - 1)`; with `i = floor(h)`
+//!   and `g = h - i` the value is `lerp(x[i], x[i + 1], g)`, computed the way numpy's `_lerp` does
 //!   (`b - (b - a) * (1 - g)` when g >= 0.5) so that the same samples give the same bits.
 
 /// Summary of one metric's samples.
