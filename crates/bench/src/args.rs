@@ -4,6 +4,9 @@
 //! [`CommonArgs`] are the flags that apply to every run of a sweep too; [`BenchArgs`] adds the
 //! ones a sweep sets per cell.
 
+// Flag docs are `--help` text, where `<host>` is a placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
 use bench_core::prompt::PromptSpec;
 use clap::{Args, Parser};
