@@ -19,6 +19,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 # Dependency licenses, bans and sources (deny.toml); `cargo install cargo-deny` first.
 deny:
