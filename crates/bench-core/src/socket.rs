@@ -14,9 +14,8 @@
 //!
 //! Elsewhere, or if the kernel gives no timestamp, the read's own return time is used. (The first
 //! socket on a machine to ask for timestamps turns them on through a deferred kernel job, so the
-//! very first packets after it may come unstamped.)
-//! Either way the read's return time is also kept, so the client can report how long data waited
-//! for it ([`Arrival::waited`]).
+//! very first packets after it may come unstamped.) Either way the read's return time is kept
+//! too, so the client can report how long data waited for it ([`Arrival::waited`]).
 
 use std::io::{self, IoSlice, Write};
 use std::time::{Duration, Instant, SystemTime};
