@@ -124,3 +124,81 @@ async fn interruption_reports_what_was_measured() {
     assert_eq!(r.metrics.completed + r.metrics.failed + r.not_sent, 40);
     sim.stop().await;
 }
+
+/// A server that answers one request per connection with vLLM's recorded stream (re-chunked, one
+/// event per chunk) and then closes the connection without announcing it, as servers do when an
+/// idle keep-alive times out. Returns its URL and how many connections it accepted.
+async fn closing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let transcript = std::fs::read_to_string(
+        crate::support::testdata().join("transcripts/vllm-completions-stream.txt"),
+    )
+    .expect("transcript");
+    let (head, body) = transcript.split_once("\r\n\r\n").expect("head and body");
+    let mut reply = format!("{head}\r\n\r\n");
+    for event in body.split_terminator("\n\n") {
+        let event = format!("{event}\n\n");
+        reply.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+    }
+    reply.push_str("0\r\n\r\n");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                // Read the head, then as many body bytes as it announces.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body_at = loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..body_at]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < body_at + length {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_closed_is_replaced_not_failed() {
+    // Each reply leaves a connection in the pool that the server has already closed: the next
+    // request finds it dead before any response and must go again on a fresh one.
+    let (url, accepted) = closing_server().await;
+    let mut c = config(&url, 4, 16, 5);
+    c.model = "tiny-llama".into();
+    c.max_concurrency = std::num::NonZeroUsize::new(1);
+    c.num_warmups = 1;
+    let report = run(&c).await;
+    assert_eq!(report.metrics.completed, 4, "{:?}", report.metrics.failures);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "one connection per request, warm-up included"
+    );
+}
