@@ -322,8 +322,9 @@ fn judge_client(
     if shared > SHARED_READ_SHARE {
         warnings.push(format!(
             "{:.1}% of output events were read together with the next one of their stream and \
-             carry its arrival time, so some ITLs are too short and others too long: either the \
-             server sends events in groups, or the client fell behind (see client.read_wait_*)",
+             carry its arrival time: either the server sent them together (the times are right), \
+             or the client fell behind (see client.read_wait_*) and the ITLs around them read too \
+             short and too long",
             shared * 100.0
         ));
     }
