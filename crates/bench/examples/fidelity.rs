@@ -3,7 +3,7 @@
 //!
 //! `just fidelity`, or:
 //!   cargo build --release -p bench -p bench-sim
-//!   cargo run --release -p bench --example fidelity -- [LEVELS] [--flood]
+//!   cargo run --release -p bench --example fidelity -- [LEVELS] [--flood] [--runs N]
 //!
 //! For each level it starts `bench-sim` (fixed timing: TTFT 50 ms, a token every 10 ms, 100 tokens)
 //! and runs `bench` against it with every request at once and as many warm-up requests first (to
@@ -23,7 +23,8 @@
 //!   plan (P99 of write time minus due time): if the simulator fell behind, it wrote in bursts.
 //!
 //! `--flood` adds a run with no gaps (tokens as fast as the simulator writes them): the client's
-//! ceiling in events per CPU-second.
+//! ceiling in events per CPU-second. `--runs N` runs every level N times and prints medians (and
+//! the client's CPU over the floor's as a ratio), with the worst ITL P99 error of the N.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -42,28 +43,95 @@ fn main() -> Result<()> {
             return Ok(());
         }
     }
-    let flood = args.iter().any(|a| a == "--flood");
-    let levels: Vec<usize> = args
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .map_or("1,10,100,500,1000,2000", String::as_str)
-        .split(',')
-        .map(str::parse)
-        .collect::<std::result::Result<_, _>>()?;
+    let options = Options::parse(&args)?;
     let bins = bin_dir()?;
     let work = tempfile::tempdir()?;
     let pin = Command::new("taskset").arg("--version").output().is_ok();
     println!(
-        "fidelity: bench and bench-sim from {} ({})",
+        "fidelity: bench and bench-sim from {} ({}); {}",
         bins.display(),
         if pin {
             "pinned to cores 0 and 1"
         } else {
             "not pinned: no taskset"
+        },
+        if options.runs > 1 {
+            format!("medians of {} runs per level", options.runs)
+        } else {
+            "one run per level".into()
         }
     );
+    print_header();
+    for &n in &options.levels {
+        let rows = (0..options.runs)
+            .map(|_| level(&bins, work.path(), n, 50, 10, 100, pin))
+            .collect::<Result<Vec<_>>>()?;
+        print_level(n, &rows);
+    }
     println!(
-        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>10} | {:>7} | {:>10} {:>7} | {:>10}",
+        "floor: a minimal epoll reader of the same streams that parses nothing; ratio: CPU over \
+         floor; read wait: P99 of how long arrived data waited for bench to read it (how late \
+         read-time stamps would be); shared: output events read together with the next of their \
+         stream (timed by it); sim late: P99 of the simulator's writes against its own plan; \
+         worst P99: the largest ITL P99 error of the runs"
+    );
+    if options.flood {
+        let rows = (0..options.runs)
+            .map(|_| level(&bins, work.path(), 100, 0, 0, 5000, pin))
+            .collect::<Result<Vec<_>>>()?;
+        let cpu = median(rows.iter().map(|r| r.cpu_per_100k).collect());
+        let floor = median(rows.iter().map(|r| r.floor_per_100k).collect());
+        println!(
+            "flood: 100 streams x 5000 tokens with no gaps: {:.0} events per client CPU-second \
+             ({cpu:.3} CPU s per 100k events; floor {floor:.3}, ratio {:.2}x)",
+            1e5 / cpu.max(1e-9),
+            cpu / floor
+        );
+    }
+    Ok(())
+}
+
+/// What to run: `[LEVELS] [--flood] [--runs N]`.
+struct Options {
+    levels: Vec<usize>,
+    flood: bool,
+    runs: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            levels: vec![1, 10, 100, 500, 1000, 2000],
+            flood: false,
+            runs: 1,
+        };
+        let mut rest = args.iter();
+        while let Some(a) = rest.next() {
+            match a.as_str() {
+                "--flood" => options.flood = true,
+                "--runs" => {
+                    let n = rest.next().ok_or("--runs needs a count")?;
+                    options.runs = n
+                        .parse()
+                        .map_err(|_| format!("--runs: `{n}` is not a count"))?;
+                    options.runs = options.runs.max(1);
+                }
+                levels => {
+                    options.levels = levels
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|_| format!("`{levels}` is not a list of stream counts"))?;
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn print_header() {
+    println!(
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>7} {:>6} | {:>7} | {:>10} {:>7} | {:>10} | {:>9}",
         "streams",
         "TTFT err",
         "P99",
@@ -72,36 +140,46 @@ fn main() -> Result<()> {
         "TPOT",
         "CPU s/100k",
         "floor",
+        "ratio",
         "RSS MB",
         "read wait",
         "shared",
-        "sim late"
+        "sim late",
+        "worst P99"
     );
-    for &n in &levels {
-        let row = level(&bins, work.path(), n, 50, 10, 100, pin)?;
-        println!(
-            "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10} {:>10} | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms",
-            n, row.ttft_mean, row.ttft_p99, row.itl_mean, row.itl_p99, row.tpot_ratio,
-            format!("{:.3}", row.cpu_per_100k), format!("{:.3}", row.floor_per_100k), row.rss_mb, row.read_wait_p99, row.shared_pct, row.sim_late_p99
-        );
-    }
+}
+
+/// One level's medians over its runs, and the worst ITL P99 error among them.
+fn print_level(n: usize, rows: &[Row]) {
+    let m = |f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
+    let worst = rows.iter().map(|r| r.itl_p99).fold(0.0, f64::max);
     println!(
-        "floor: a minimal epoll reader of the same streams that parses nothing; read wait: P99 of \
-         how long arrived data waited for bench to read it (how late read-time stamps would be); \
-         shared: output events read together with the next of their stream (timed by it); \
-         sim late: P99 of the simulator's writes against its own plan"
+        "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>7.3} {:>5.2}x | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms | {:>7.3}ms",
+        n,
+        m(|r| r.ttft_mean),
+        m(|r| r.ttft_p99),
+        m(|r| r.itl_mean),
+        m(|r| r.itl_p99),
+        m(|r| r.tpot_ratio),
+        m(|r| r.cpu_per_100k),
+        m(|r| r.floor_per_100k),
+        m(|r| r.cpu_per_100k / r.floor_per_100k),
+        m(|r| r.rss_mb),
+        m(|r| r.read_wait_p99),
+        m(|r| r.shared_pct),
+        m(|r| r.sim_late_p99),
+        worst
     );
-    if flood {
-        let row = level(&bins, work.path(), 100, 0, 0, 5000, pin)?;
-        println!(
-            "flood: 100 streams x 5000 tokens with no gaps: {:.0} events per client CPU-second \
-             ({:.3} CPU s per 100k events; floor {:.3})",
-            1e5 / row.cpu_per_100k.max(1e-9),
-            row.cpu_per_100k,
-            row.floor_per_100k
-        );
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-    Ok(())
 }
 
 /// target/release, where `cargo build --release` put the binaries.
