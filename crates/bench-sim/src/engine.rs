@@ -12,7 +12,8 @@
 //! happened, not what was planned, and [`EngineStats`] says so.
 //!
 //! [`Engine::Fixed`] gives each request its own timer: first token `ttft` after arrival, then one
-//! every `itl`, with no interaction between requests.
+//! every `itl`, with no interaction between requests. Its timeline runs inside the request's
+//! stream ([`FixedTimeline`]), so thousands of streams cost no task or channel of their own.
 
 use crate::timing::{EngineParams, Timing};
 use serde::Serialize;
@@ -48,14 +49,122 @@ pub enum Emit {
 }
 
 /// A request handed to the engine.
-#[derive(Debug)]
-pub struct Admission {
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
     pub prompt_tokens: u64,
     pub max_tokens: u64,
     /// Stop early (end of sequence) after this many tokens; `None` with `ignore_eos`.
     pub eos_after: Option<u64>,
     pub arrival: Instant,
-    pub tx: mpsc::UnboundedSender<Emit>,
+}
+
+impl Request {
+    /// Tokens it will produce, and why it will stop.
+    fn limit(&self) -> (u64, FinishReason) {
+        let limit = self
+            .eos_after
+            .unwrap_or(self.max_tokens)
+            .clamp(1, self.max_tokens.max(1));
+        let reason = if limit < self.max_tokens {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        };
+        (limit, reason)
+    }
+}
+
+/// A request on its way to the batching scheduler, with where its timeline goes.
+#[derive(Debug)]
+pub struct Admission {
+    request: Request,
+    tx: mpsc::UnboundedSender<Emit>,
+}
+
+/// One request's timeline, as its stream reads it.
+#[derive(Debug)]
+pub enum Timeline {
+    /// From the batching scheduler's task.
+    Batching(mpsc::UnboundedReceiver<Emit>),
+    /// Computed in place: the stream itself sleeps until each token is due, so a token costs
+    /// one wake-up of the stream's connection and nothing else.
+    Fixed(FixedTimeline),
+}
+
+impl Timeline {
+    /// The next thing that happened to the request; `None` when the engine dropped it.
+    pub async fn next(&mut self) -> Option<Emit> {
+        match self {
+            Self::Batching(rx) => rx.recv().await,
+            Self::Fixed(t) => t.next().await,
+        }
+    }
+}
+
+/// Fixed timing for one request: first token `ttft` after arrival, then one every `itl`.
+#[derive(Debug)]
+pub struct FixedTimeline {
+    arrival: Instant,
+    started: bool,
+    due: Instant,
+    itl: Duration,
+    sent: u64,
+    limit: u64,
+    reason: FinishReason,
+    stats: Arc<EngineStats>,
+}
+
+impl FixedTimeline {
+    fn new(request: &Request, ttft: Duration, itl: Duration, stats: Arc<EngineStats>) -> Self {
+        let (limit, reason) = request.limit();
+        stats.running.fetch_add(1, Ordering::Relaxed);
+        stats
+            .prompt_tokens_total
+            .fetch_add(request.prompt_tokens, Ordering::Relaxed);
+        Self {
+            arrival: request.arrival,
+            started: false,
+            due: request.arrival + ttft,
+            itl,
+            sent: 0,
+            limit,
+            reason,
+            stats,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Emit> {
+        if !self.started {
+            self.started = true;
+            return Some(Emit::PrefillStart(self.arrival));
+        }
+        if self.sent >= self.limit {
+            return None;
+        }
+        tokio::time::sleep_until(self.due.into()).await;
+        self.stats
+            .note_lateness(Instant::now().saturating_duration_since(self.due));
+        self.stats
+            .generation_tokens_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.sent += 1;
+        let due = self.due;
+        self.due += self.itl;
+        let finish = (self.sent == self.limit).then_some(self.reason);
+        if finish.is_some() {
+            self.stats.running.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(Emit::Token(due, finish))
+    }
+}
+
+impl Drop for FixedTimeline {
+    /// A stream dropped before its last token (the client went away) leaves the running count.
+    fn drop(&mut self) {
+        if self.sent < self.limit {
+            self.stats.running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Live counters, read by `/metrics` and by tests.
@@ -140,12 +249,17 @@ impl Engine {
         }
     }
 
-    /// Hands a request to the engine; its `tx` receives the timeline.
-    pub fn admit(&self, a: Admission) {
+    /// Hands a request to the engine and returns its timeline.
+    pub fn admit(&self, request: Request) -> Timeline {
         match self {
             Self::Batching(tx) => {
+                let (timeline, rx) = mpsc::unbounded_channel();
                 // A closed engine drops the request; its stream then ends as cut.
-                let _ = tx.send(a);
+                let _ = tx.send(Admission {
+                    request,
+                    tx: timeline,
+                });
+                Timeline::Batching(rx)
             }
             Self::Fixed {
                 ttft,
@@ -154,38 +268,10 @@ impl Engine {
                 stats,
             } => {
                 let (ttft, itl) = (ttft.div_f64(*time_scale), itl.div_f64(*time_scale));
-                tokio::spawn(fixed_timeline(a, ttft, itl, Arc::clone(stats)));
+                Timeline::Fixed(FixedTimeline::new(&request, ttft, itl, Arc::clone(stats)))
             }
         }
     }
-}
-
-async fn fixed_timeline(a: Admission, ttft: Duration, itl: Duration, stats: Arc<EngineStats>) {
-    let _ = a.tx.send(Emit::PrefillStart(a.arrival));
-    stats.running.fetch_add(1, Ordering::Relaxed);
-    stats
-        .prompt_tokens_total
-        .fetch_add(a.prompt_tokens, Ordering::Relaxed);
-    let total = a.eos_after.unwrap_or(a.max_tokens).min(a.max_tokens);
-    let reason = if total < a.max_tokens {
-        FinishReason::Stop
-    } else {
-        FinishReason::Length
-    };
-    let mut due = a.arrival + ttft;
-    for i in 1..=total {
-        tokio::time::sleep_until(due.into()).await;
-        stats.note_lateness(Instant::now().saturating_duration_since(due));
-        stats
-            .generation_tokens_total
-            .fetch_add(1, Ordering::Relaxed);
-        let finish = (i == total).then_some(reason);
-        if a.tx.send(Emit::Token(due, finish)).is_err() {
-            break;
-        }
-        due += itl;
-    }
-    stats.running.fetch_sub(1, Ordering::Relaxed);
 }
 
 struct Seq {
@@ -279,22 +365,15 @@ impl Scheduler {
     }
 
     fn enqueue(&mut self, a: Admission) {
-        let limit = a
-            .eos_after
-            .unwrap_or(a.max_tokens)
-            .clamp(1, a.max_tokens.max(1));
-        let reason = if limit < a.max_tokens {
-            FinishReason::Stop
-        } else {
-            FinishReason::Length
-        };
+        let (limit, reason) = a.request.limit();
+        let r = a.request;
         self.waiting.push_back(Seq {
-            prompt: a.prompt_tokens.max(1),
+            prompt: r.prompt_tokens.max(1),
             prefilled: 0,
             generated: 0,
             limit,
             reason,
-            reserved: a.prompt_tokens + a.max_tokens,
+            reserved: r.prompt_tokens + r.max_tokens,
             tx: a.tx,
         });
     }
@@ -414,21 +493,18 @@ mod tests {
         }
     }
 
-    async fn timeline(engine: &Engine, prompt: u64, max: u64) -> mpsc::UnboundedReceiver<Emit> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        engine.admit(Admission {
+    async fn timeline(engine: &Engine, prompt: u64, max: u64) -> Timeline {
+        engine.admit(Request {
             prompt_tokens: prompt,
             max_tokens: max,
             eos_after: None,
             arrival: Instant::now(),
-            tx,
-        });
-        rx
+        })
     }
 
-    async fn tokens(mut rx: mpsc::UnboundedReceiver<Emit>) -> (Vec<Instant>, Option<FinishReason>) {
+    async fn tokens(mut timeline: Timeline) -> (Vec<Instant>, Option<FinishReason>) {
         let mut out = Vec::new();
-        while let Some(e) = rx.recv().await {
+        while let Some(e) = timeline.next().await {
             match e {
                 Emit::Token(t, Some(r)) => {
                     out.push(t);

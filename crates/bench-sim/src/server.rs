@@ -3,7 +3,7 @@
 //! [`app`] builds the router, so tests can call it without a socket; [`crate::Simulator`] serves
 //! it on a real one.
 
-use crate::engine::{Admission, Emit, Engine, EngineStats, FinishReason};
+use crate::engine::{Emit, Engine, EngineStats, FinishReason, Request, Timeline};
 use crate::fault::{MidStream, RequestFaults};
 use crate::prom::Histograms;
 use crate::truth::{RequestTruth, SentEvent, TruthLog, TruthOutcome};
@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Shared by every handler.
@@ -322,13 +321,11 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
             ),
         );
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    s.engine.admit(Admission {
+    let timeline = s.engine.admit(Request {
         prompt_tokens,
         max_tokens,
         eos_after: faults.eos_after,
         arrival,
-        tx,
     });
     let prefix = if job.api == Api::Chat {
         "chatcmpl"
@@ -352,7 +349,7 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     let epoch = s.epoch.lock().map(|e| e.clone()).unwrap_or_default();
     let stream = TokenStream {
         state: Arc::clone(&s),
-        rx,
+        timeline,
         writer,
         faults,
         include_usage: job.include_usage,
@@ -381,7 +378,7 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
 /// One request's streamed reply: engine timeline in, SSE bytes out.
 struct TokenStream {
     state: Arc<AppState>,
-    rx: mpsc::UnboundedReceiver<Emit>,
+    timeline: Timeline,
     writer: EventWriter,
     faults: RequestFaults,
     include_usage: bool,
@@ -404,7 +401,7 @@ impl TokenStream {
         }
         loop {
             let emit = tokio::select! {
-                e = self.rx.recv() => e,
+                e = self.timeline.next() => e,
                 () = self.epoch.cancelled() => {
                     return Some(self.abort(TruthOutcome::Restarted, "restart"));
                 }
@@ -549,7 +546,7 @@ impl TokenStream {
     async fn collect_whole(mut self) -> Response {
         let mut text = String::new();
         let mut reason = FinishReason::Length;
-        while let Some(emit) = self.rx.recv().await {
+        while let Some(emit) = self.timeline.next().await {
             if let Emit::Token(due, finish) = emit {
                 self.tokens += 1;
                 if let Some(tr) = &mut self.truth {
