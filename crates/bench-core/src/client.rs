@@ -1,16 +1,15 @@
 //! Sending one streaming request and recording what arrives.
 //!
-//! Timestamps: `sent` is taken just before the request is handed to the HTTP client. Each network
-//! read is stamped before any parsing, and every event decoded from it gets that stamp: for
-//! `http://` servers on Linux, the kernel's record of when the bytes arrived ([`crate::socket`]),
-//! so a busy client does not make events late; otherwise the moment the read returned. Headers (HTTP 200) arrive before prefill ends on real servers,
-//! so nothing is measured at the headers.
+//! Timestamps: `sent` is taken just before the request is written. Each network read is stamped
+//! before any parsing, and every event decoded from it gets that stamp: on Linux, the kernel's
+//! record of when the bytes arrived ([`crate::socket`]), so a busy client does not make events
+//! late; otherwise the moment the read returned. Headers (HTTP 200) arrive before prefill ends on
+//! real servers, so nothing is measured at the headers.
 //!
-//! Connections: HTTP/1.1 keep-alive with `TCP_NODELAY`, an unbounded idle pool (warm-up requests
-//! leave connections open so measured requests do not pay for set-up) and no proxy (a proxy from
-//! the environment would sit inside every measured latency). `http://` servers are read by the
-//! lean [`crate::transport`] (one wake-up per read, in the request's own task); `https://` ones
-//! through reqwest.
+//! Connections ([`crate::transport`], over TLS for `https://`): HTTP/1.1 keep-alive with
+//! `TCP_NODELAY`, an unbounded idle pool (warm-up requests leave connections open so measured
+//! requests do not pay for set-up), one wake-up per read in the request's own task, and no proxy
+//! (a proxy would sit inside every measured latency).
 
 use crate::record::{FailureReason, RequestRecord, TokenCountSource};
 use crate::request::RequestPlan;
@@ -21,15 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Longest error body kept from a failed response.
-const ERROR_BODY_LIMIT: usize = 4096;
+/// A URL the client cannot send to.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an http:// or https:// URL with a host")]
+pub struct UnsupportedUrl(pub String);
 
 /// A reusable client for one endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    lean: Option<Arc<Transport>>,
-    url: String,
+    transport: Arc<Transport>,
     api: ApiKind,
     api_key: Option<String>,
     timeout: Duration,
@@ -37,32 +36,23 @@ pub struct Client {
 
 impl Client {
     pub fn new(
-        url: String,
+        url: &str,
         api: ApiKind,
         api_key: Option<String>,
         timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .http1_only()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(300))
-            .no_proxy()
-            .build()?;
+    ) -> Result<Self, UnsupportedUrl> {
+        let transport = Transport::for_url(url).ok_or_else(|| UnsupportedUrl(url.to_string()))?;
         Ok(Self {
-            http,
-            lean: Transport::for_url(&url).map(Arc::new),
-            url,
+            transport: Arc::new(transport),
             api,
             api_key,
             timeout,
         })
     }
 
-    /// How reads were stamped since the last call, for `http://` servers (`None` for `https://`,
-    /// whose reads are always stamped when they return).
-    pub fn take_read_stats(&self) -> Option<ReadStats> {
-        self.lean.as_ref().map(|t| t.take_read_stats())
+    /// How reads were stamped since the last call.
+    pub fn take_read_stats(&self) -> ReadStats {
+        self.transport.take_read_stats()
     }
 
     /// Sends `plan` and streams the reply to its end, a failure, the timeout or `abort`.
@@ -75,24 +65,10 @@ impl Client {
         tokenizer: Option<&PromptTokenizer>,
         abort: &CancellationToken,
     ) -> RequestRecord {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", &plan.request_id)
-            .body(plan.body.clone());
-        if let Some(key) = &self.api_key {
-            req = req.bearer_auth(key);
-        }
         let mut state = StreamState::new(self.api, plan.max_tokens);
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.timeout);
-        let exchange = async {
-            match &self.lean {
-                Some(t) => self.exchange_lean(t, plan, &mut state).await,
-                None => self.exchange(req, &mut state).await,
-            }
-        };
+        let exchange = self.exchange(plan, &mut state);
         let outcome = tokio::select! {
             biased;
             () = abort.cancelled() => Err(FailureReason::Interrupted),
@@ -104,51 +80,9 @@ impl Client {
         state.into_record(plan, scheduled, sent, ended, outcome, tokenizer)
     }
 
+    /// Posts the request and feeds the reply to `state` until the stream ends or fails.
     async fn exchange(
         &self,
-        req: reqwest::RequestBuilder,
-        state: &mut StreamState,
-    ) -> Result<(), FailureReason> {
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| FailureReason::Connect(chain(&e)))?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::OK {
-            let mut body = Vec::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                body.extend_from_slice(&chunk);
-                if body.len() >= ERROR_BODY_LIMIT {
-                    break;
-                }
-            }
-            return Err(FailureReason::HttpStatus {
-                status: status.as_u16(),
-                message: error_message(&body),
-            });
-        }
-        let mut decoder = SseDecoder::new();
-        loop {
-            let chunk = match resp.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) => return Err(FailureReason::StreamCut(chain(&e))),
-            };
-            let arrived = Instant::now();
-            decoder.feed(&chunk, |frame| {
-                state.on_event(classify(frame, state.api), arrived)
-            });
-            if state.failure.is_some() || state.done {
-                break;
-            }
-        }
-        conclude(state, &mut decoder)
-    }
-
-    /// The same exchange over the lean transport.
-    async fn exchange_lean(
-        &self,
-        transport: &Transport,
         plan: &RequestPlan,
         state: &mut StreamState,
     ) -> Result<(), FailureReason> {
@@ -158,7 +92,8 @@ impl Client {
             headers.push(("Authorization", a.as_str()));
         }
         let mut decoder = SseDecoder::new();
-        let status = transport
+        let status = self
+            .transport
             .post(&headers, &plan.body, |bytes, arrived| {
                 decoder.feed(bytes, |frame| {
                     state.on_event(classify(frame, state.api), arrived)

@@ -24,6 +24,7 @@ pub mod socket;
 pub mod stats;
 pub mod stream;
 pub mod summary;
+pub mod tls;
 pub mod tokenizer;
 pub mod transport;
 

@@ -161,7 +161,7 @@ pub async fn execute(
 ) -> Result<RunReport, RunError> {
     let started_at = chrono::Local::now();
     let client = Client::new(
-        config.url(),
+        &config.url(),
         config.endpoint.api,
         config.api_key.clone(),
         config.request_timeout,
@@ -207,7 +207,7 @@ pub async fn execute(
         config.ignore_eos,
     );
     let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a).as_secs_f64());
-    let client_overhead = judge_client(cpu, wall.as_secs_f64(), &lag, reads.as_ref(), &metrics);
+    let client_overhead = judge_client(cpu, wall.as_secs_f64(), &lag, &reads, &metrics);
     Ok(RunReport {
         config: config.clone(),
         started_at,
@@ -276,17 +276,17 @@ fn judge_client(
     cpu: Option<f64>,
     wall: f64,
     lag: &crate::stats::Distribution,
-    reads: Option<&ReadStats>,
+    reads: &ReadStats,
     metrics: &RunMetrics,
 ) -> ClientOverhead {
     let cores = cores();
     let utilization = cpu.map(|c| if wall > 0.0 { c / wall } else { 0.0 });
     let p99 = lag.percentile(99.0).unwrap_or(0.0);
-    let kernel_reads = reads.filter(|r| r.kernel_stamped > 0);
-    let timestamps = match reads {
-        Some(r) if r.kernel_stamped > 0 && r.read_stamped == 0 => "kernel",
-        Some(r) if r.kernel_stamped > 0 => "mixed",
-        _ => "read",
+    let kernel_reads = Some(reads).filter(|r| r.kernel_stamped > 0);
+    let timestamps = match (reads.kernel_stamped, reads.read_stamped) {
+        (0, _) => "read",
+        (_, 0) => "kernel",
+        _ => "mixed",
     };
     let wait_ms = |q: f64| kernel_reads.map(|r| r.waited_ns.value_at_quantile(q) as f64 / 1e6);
     let mut warnings = Vec::new();

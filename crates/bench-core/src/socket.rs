@@ -32,7 +32,8 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    fn read_now() -> Self {
+    /// Now, as a read that got no kernel stamp.
+    pub fn read_now() -> Self {
         let now = Instant::now();
         Self {
             at: now,

@@ -1,6 +1,6 @@
-//! A lean HTTP/1.1 transport for `http://` servers: each request's own task writes the request
-//! and reads its socket, so an arriving event costs one wake-up and one read, and every read
-//! carries the time its bytes arrived ([`crate::socket`]).
+//! A lean HTTP/1.1 transport for `http://` and `https://` servers: each request's own task writes
+//! the request and reads its socket, so an arriving event costs one wake-up and one read, and
+//! every read carries the time its bytes arrived ([`crate::socket`]).
 //!
 //! A general HTTP client reads the socket in a connection task and hands each chunk over a
 //! channel to the task that polls the body: two wake-ups per read. With thousands of streams each
@@ -9,10 +9,12 @@
 //! POST with a JSON body, a response head parsed with `httparse`, and a body framed by
 //! `Content-Length`, `chunked` encoding ([`crate::chunked`]) or the connection's end. Connections
 //! are kept alive and reused. It also tallies how long arrived data waited to be read
-//! ([`ReadStats`]). `https://` servers go through reqwest instead.
+//! ([`ReadStats`]). `https://` runs the same over TLS ([`crate::tls`]).
 
 use crate::chunked::ChunkedDecoder;
 use crate::socket::{Arrival, StampedStream};
+use crate::tls::TlsStream;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -20,6 +22,8 @@ use std::time::Instant;
 const HEAD_LIMIT: usize = 64 * 1024;
 /// Response headers parsed at most.
 const MAX_HEADERS: usize = 64;
+/// Longest error body kept from a failed response.
+const ERROR_BODY_LIMIT: usize = 4096;
 
 /// Why an exchange failed before or while reading the body.
 #[derive(Debug, thiserror::Error)]
@@ -99,17 +103,55 @@ impl ReadStats {
 pub struct Transport {
     authority: String,
     path: String,
-    idle: Mutex<Vec<StampedStream>>,
+    /// For `https://`: the TLS configuration and the name to verify.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    idle: Mutex<Vec<Conn>>,
     reads: Mutex<ReadStats>,
 }
 
-impl Transport {
-    /// For `http://` URLs only; `None` for anything else.
-    pub fn for_url(url: &str) -> Option<Self> {
-        let parsed = reqwest::Url::parse(url).ok()?;
-        if parsed.scheme() != "http" {
-            return None;
+/// One connection, plain or encrypted.
+#[derive(Debug)]
+enum Conn {
+    Plain(StampedStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Conn {
+    async fn write_all(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(c) => c.write_all(parts).await,
+            Self::Tls(c) => c.write_all(parts).await,
         }
+    }
+
+    async fn read_with<R>(&mut self, take: impl FnMut(&[u8], Arrival) -> R) -> std::io::Result<R> {
+        match self {
+            Self::Plain(c) => c.read_with(take).await,
+            Self::Tls(c) => c.read_with(take).await,
+        }
+    }
+}
+
+impl Transport {
+    /// For `http://` and `https://` URLs (the latter verified against Mozilla's roots); `None`
+    /// for anything else.
+    pub fn for_url(url: &str) -> Option<Self> {
+        let tls = match reqwest::Url::parse(url).ok()?.scheme() {
+            "https" => Some(crate::tls::public_roots().ok()?),
+            _ => None,
+        };
+        Self::with_tls(url, tls)
+    }
+
+    /// As [`Transport::for_url`], with `tls` as the configuration for `https://` (a private CA's
+    /// roots, say). `None` for a URL that is neither, or `https://` without a configuration.
+    pub fn with_tls(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Option<Self> {
+        let parsed = reqwest::Url::parse(url).ok()?;
+        let tls = match (parsed.scheme(), tls) {
+            ("http", _) => None,
+            ("https", Some(config)) => Some((config, parsed.host_str()?.to_string())),
+            _ => return None,
+        };
         let host = parsed.host_str()?;
         let port = parsed.port_or_known_default()?;
         // `host_str` keeps an IPv6 address's brackets.
@@ -121,6 +163,7 @@ impl Transport {
         Some(Self {
             authority,
             path,
+            tls,
             idle: Mutex::new(Vec::new()),
             reads: Mutex::new(ReadStats::default()),
         })
@@ -149,18 +192,23 @@ impl Transport {
         h.into_bytes()
     }
 
-    async fn connection(&self) -> Result<(StampedStream, bool), TransportError> {
+    async fn connection(&self) -> Result<(Conn, bool), TransportError> {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok((c, true));
         }
         self.connection_fresh().await
     }
 
-    async fn connection_fresh(&self) -> Result<(StampedStream, bool), TransportError> {
-        let c = StampedStream::connect(&self.authority)
-            .await
-            .map_err(TransportError::Connect)?;
-        Ok((c, false))
+    async fn connection_fresh(&self) -> Result<(Conn, bool), TransportError> {
+        let c = match &self.tls {
+            None => StampedStream::connect(&self.authority)
+                .await
+                .map(Conn::Plain),
+            Some((config, host)) => TlsStream::connect(&self.authority, host, Arc::clone(config))
+                .await
+                .map(|t| Conn::Tls(Box::new(t))),
+        };
+        Ok((c.map_err(TransportError::Connect)?, false))
     }
 
     /// Posts `body` and hands every run of body bytes to `on_body` with the instant the bytes
@@ -179,28 +227,28 @@ impl Transport {
         };
         // A pooled connection the server has closed fails on first use: retry once, fresh.
         let (mut conn, reused) = self.connection().await?;
-        let first = send_and_read_head(&conn, &head, body, &mut reader).await;
+        let first = send_and_read_head(&mut conn, &head, body, &mut reader).await;
         let (response, leftover) = match first {
             Ok(r) => r,
             Err(_) if reused => {
                 let (c, _) = self.connection_fresh().await?;
                 conn = c;
                 reader.floor = Instant::now();
-                send_and_read_head(&conn, &head, body, &mut reader)
+                send_and_read_head(&mut conn, &head, body, &mut reader)
                     .await
                     .map_err(before_head)?
             }
             Err(e) => return Err(before_head(e)),
         };
         let outcome = if response.code == 200 {
-            read_body(&conn, &mut reader, &response, &leftover, &mut on_body)
+            read_body(&mut conn, &mut reader, &response, &leftover, &mut on_body)
                 .await
                 .map(|complete| (complete, Vec::new()))
         } else {
             let mut error_body = Vec::new();
-            let _ = read_body(&conn, &mut reader, &response, &leftover, |b, _| {
+            let _ = read_body(&mut conn, &mut reader, &response, &leftover, |b, _| {
                 error_body.extend_from_slice(b);
-                if error_body.len() > 4096 {
+                if error_body.len() > ERROR_BODY_LIMIT {
                     Flow::Abort
                 } else {
                     Flow::Continue
@@ -234,7 +282,7 @@ impl Reader<'_> {
     /// `take`.
     async fn read<R>(
         &mut self,
-        conn: &StampedStream,
+        conn: &mut Conn,
         mut take: impl FnMut(&[u8], Instant) -> R,
     ) -> Result<R, TransportError> {
         let Self { floor, tally } = self;
@@ -278,7 +326,7 @@ struct ResponseHead {
 /// Writes the request and reads until the response head is complete. Returns the head and the
 /// body bytes that came with it.
 async fn send_and_read_head(
-    conn: &StampedStream,
+    conn: &mut Conn,
     head: &[u8],
     body: &[u8],
     reader: &mut Reader<'_>,
@@ -341,7 +389,7 @@ async fn send_and_read_head(
 /// Reads the body to its end (or until `on_body` aborts), starting with the bytes that came with
 /// the head. Returns whether the body was read completely.
 async fn read_body(
-    conn: &StampedStream,
+    conn: &mut Conn,
     reader: &mut Reader<'_>,
     head: &ResponseHead,
     leftover: &[u8],
@@ -464,13 +512,20 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_get_this_transport() {
+    fn http_and_https_urls_get_this_transport() {
         let t = Transport::for_url("http://node12:8000/v1/completions").expect("http");
         assert_eq!(
-            (t.authority.as_str(), t.path.as_str()),
-            ("node12:8000", "/v1/completions")
+            (t.authority.as_str(), t.path.as_str(), t.tls.is_some()),
+            ("node12:8000", "/v1/completions", false)
         );
-        assert!(Transport::for_url("https://api.example.com/v1/completions").is_none());
+        let s = Transport::for_url("https://api.example.com/v1/completions?x=1").expect("https");
+        assert_eq!(
+            (s.authority.as_str(), s.path.as_str()),
+            ("api.example.com:443", "/v1/completions?x=1")
+        );
+        assert_eq!(s.tls.map(|(_, host)| host), Some("api.example.com".into()));
+        assert!(Transport::for_url("ftp://example.com/v1/completions").is_none());
+        assert!(Transport::with_tls("https://example.com/", None).is_none());
         assert_eq!(
             Transport::for_url("http://[::1]/v1/x").map(|t| t.authority),
             Some("[::1]:80".into())

@@ -5,5 +5,6 @@ mod measure;
 mod prompts;
 mod schema;
 mod support;
+mod tls;
 mod tokenizer_hub;
 mod transcripts;

@@ -1,0 +1,115 @@
+//! `https://` servers: the same transport over TLS, with kernel arrival times.
+//!
+//! A TLS-terminating proxy (tokio-rustls, the certificate in testdata/tls) sits in front of the
+//! simulator, as an ingress would in front of vLLM.
+
+use crate::support::{fixed_sim, testdata};
+use bench_core::transport::{Flow, Transport, TransportError};
+use rustls::pki_types::pem::PemObject;
+use std::sync::Arc;
+
+/// Starts a TLS proxy to `upstream` (host:port) on 127.0.0.1:0; returns its port.
+async fn tls_proxy(upstream: String) -> u16 {
+    let dir = testdata().join("tls");
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+fn test_roots() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(testdata().join("tls/ca.pem"))
+        .expect("ca.pem")
+    {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("a usable root");
+    }
+    bench_core::tls::with_roots(roots).expect("client configuration")
+}
+
+const BODY: &[u8] = br#"{"model":"sim-model","prompt":"hello","max_tokens":12,"stream":true,"ignore_eos":true,"stream_options":{"include_usage":true}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_tls_carry_kernel_arrival_times() {
+    let sim = fixed_sim(5, 2, |_| {}).await;
+    let upstream = sim.url().trim_start_matches("http://").to_string();
+    let port = tls_proxy(upstream).await;
+    let url = format!("https://localhost:{port}/v1/completions");
+    let transport = Transport::with_tls(&url, Some(test_roots())).expect("https transport");
+    // Twice: the second request reuses the pooled TLS session.
+    for _ in 0..2 {
+        let mut body = Vec::new();
+        let mut arrivals = Vec::new();
+        let status = transport
+            .post(&[], BODY, |bytes, at| {
+                body.extend_from_slice(bytes);
+                arrivals.push(at);
+                Flow::Continue
+            })
+            .await
+            .expect("a response");
+        assert_eq!(status.code, 200);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(text.matches("\"text\"").count(), 12, "{text}");
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
+    }
+    let reads = transport.take_read_stats();
+    if cfg!(target_os = "linux") {
+        assert!(reads.kernel_stamped > 20, "{reads:?}");
+    }
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_connect_failure_that_says_so() {
+    let sim = fixed_sim(5, 2, |_| {}).await;
+    let upstream = sim.url().trim_start_matches("http://").to_string();
+    let port = tls_proxy(upstream).await;
+    // Mozilla's roots do not include the test CA.
+    let transport =
+        Transport::for_url(&format!("https://localhost:{port}/v1/completions")).expect("https");
+    let err = transport
+        .post(&[], BODY, |_, _| Flow::Continue)
+        .await
+        .expect_err("an untrusted server");
+    match err {
+        TransportError::Connect(e) => {
+            assert!(e.to_string().to_lowercase().contains("certificate"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    sim.stop().await;
+}
