@@ -20,10 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// A URL the client cannot send to.
+/// Why a client cannot be made.
 #[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not an http:// or https:// URL with a host")]
-pub struct UnsupportedUrl(pub String);
+pub enum ClientError {
+    #[error("`{0}` is not an http:// or https:// URL with a host")]
+    UnsupportedUrl(String),
+    #[error("TLS set-up: {0}")]
+    Tls(std::io::Error),
+}
 
 /// A reusable client for one endpoint.
 #[derive(Debug, Clone)]
@@ -35,13 +39,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// For `url`; `ca_cert` adds CA certificates (PEM) trusted for `https://`.
     pub fn new(
         url: &str,
         api: ApiKind,
         api_key: Option<String>,
         timeout: Duration,
-    ) -> Result<Self, UnsupportedUrl> {
-        let transport = Transport::for_url(url).ok_or_else(|| UnsupportedUrl(url.to_string()))?;
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let https = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
+        let tls = if https {
+            Some(crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?)
+        } else {
+            None
+        };
+        let transport = Transport::with_tls(url, tls)
+            .ok_or_else(|| ClientError::UnsupportedUrl(url.to_string()))?;
         Ok(Self {
             transport: Arc::new(transport),
             api,

@@ -96,6 +96,8 @@ pub struct RunConfig {
     pub tp: u32,
     /// `--metadata KEY=VALUE` pairs, in order.
     pub metadata: Vec<(String, String)>,
+    /// Extra CA certificates (PEM) trusted for `https://` servers.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Bearer token; never serialized.
     #[serde(skip)]
     pub api_key: Option<String>,
@@ -143,6 +145,7 @@ impl RunConfig {
             percentiles: vec![50.0, 90.0, 95.0, 99.0],
             save_detailed: false,
             request_timeout: Duration::from_secs(1800),
+            ca_cert: None,
             interrupt_grace: Duration::from_secs(5),
             tp: 1,
             metadata: Vec::new(),

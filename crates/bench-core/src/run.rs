@@ -165,6 +165,7 @@ pub async fn execute(
         config.endpoint.api,
         config.api_key.clone(),
         config.request_timeout,
+        config.ca_cert.as_deref(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;
     let driver = Driver {

@@ -4,18 +4,51 @@
 //! ciphertext goes in, and the plaintext it completes comes out carrying that read's arrival time.
 //! A TLS record split across reads is stamped by the read that completed it, the moment its last
 //! byte arrived. Certificates are checked against the Mozilla root set (`webpki-roots`), as
-//! reqwest does.
+//! reqwest does, plus any CA the run names (`--ca-cert`).
 
 use crate::socket::{Arrival, StampedStream};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection};
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 
-/// The client configuration for public servers: Mozilla's roots, HTTP/1.1 by ALPN.
-pub fn public_roots() -> io::Result<Arc<ClientConfig>> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+/// The client configuration: Mozilla's roots, plus the CA certificates in `ca_cert` (PEM) when
+/// given; HTTP/1.1 by ALPN.
+pub fn client_config(ca_cert: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_cert {
+        for cert in extra_roots(path)? {
+            roots.add(cert).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a usable CA certificate: {e}", path.display()),
+                )
+            })?;
+        }
+    }
     with_roots(roots)
+}
+
+/// The certificates in a PEM file; an error names the file when it has none.
+pub fn extra_roots(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: cannot read PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 /// A client configuration trusting `roots`, HTTP/1.1 by ALPN.

@@ -137,7 +137,7 @@ impl Transport {
     /// for anything else.
     pub fn for_url(url: &str) -> Option<Self> {
         let tls = match reqwest::Url::parse(url).ok()?.scheme() {
-            "https" => Some(crate::tls::public_roots().ok()?),
+            "https" => Some(crate::tls::client_config(None).ok()?),
             _ => None,
         };
         Self::with_tls(url, tls)

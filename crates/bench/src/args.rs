@@ -106,6 +106,10 @@ pub struct CommonArgs {
     #[arg(long, default_value = "30m")]
     pub request_timeout: String,
 
+    /// For https:// servers: also trust the CA certificates in this PEM file (a private CA).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Tensor-parallel size of the server, for per-GPU figures [default: --metadata tp=N, else 1].
     #[arg(long)]
     pub tp: Option<u32>,
@@ -239,6 +243,7 @@ impl CommonArgs {
             percentiles: parse_percentiles(&self.percentiles)?,
             save_detailed: self.save_detailed,
             request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
+            ca_cert: self.ca_cert.clone().map(check_ca_cert).transpose()?,
             interrupt_grace: Duration::from_secs(5),
             tp,
             metadata,
@@ -388,6 +393,12 @@ pub fn parse_duration(flag: &'static str, s: &str) -> Result<Duration, UsageErro
                 format!("`{s}` is not a duration (e.g. 600, 90s, 30m)"),
             )
         })
+}
+
+/// `--ca-cert` must hold at least one PEM certificate.
+fn check_ca_cert(path: PathBuf) -> Result<PathBuf, UsageError> {
+    bench_core::tls::extra_roots(&path).map_err(|e| usage("--ca-cert", e.to_string()))?;
+    Ok(path)
 }
 
 #[cfg(test)]

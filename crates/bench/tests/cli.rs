@@ -123,6 +123,8 @@ fn bad_values_exit_2_naming_the_flag_before_sending_anything() {
         (vec!["--random-range-ratio", "1.5"], "--random-range-ratio"),
         (vec!["--max-concurrency", "0"], "--max-concurrency"),
         (vec!["--random-input-len", "-3"], "--random-input-len"),
+        (vec!["--ca-cert", "/nonexistent/ca.pem"], "--ca-cert"),
+        (vec!["--ca-cert", "Cargo.toml"], "--ca-cert"),
     ] {
         bench("http://127.0.0.1:9", &out, &args)
             .assert()

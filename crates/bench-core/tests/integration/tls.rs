@@ -3,7 +3,7 @@
 //! A TLS-terminating proxy (tokio-rustls, the certificate in testdata/tls) sits in front of the
 //! simulator, as an ingress would in front of vLLM.
 
-use crate::support::{fixed_sim, testdata};
+use crate::support::{config, fixed_sim, run, testdata};
 use bench_core::transport::{Flow, Transport, TransportError};
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
@@ -111,5 +111,37 @@ async fn an_untrusted_certificate_is_a_connect_failure_that_says_so() {
         }
         other => panic!("{other:?}"),
     }
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_against_a_server_with_a_private_ca() {
+    let sim = fixed_sim(10, 5, |_| {}).await;
+    let upstream = sim.url().trim_start_matches("http://").to_string();
+    let port = tls_proxy(upstream).await;
+    let mut c = config(&format!("https://localhost:{port}"), 8, 32, 10);
+    c.ca_cert = Some(testdata().join("tls/ca.pem"));
+    c.max_concurrency = std::num::NonZeroUsize::new(4);
+    c.num_warmups = 4;
+    let report = run(&c).await;
+    assert_eq!(report.metrics.completed, 8, "{:?}", report.metrics.failures);
+    assert!(
+        (report.metrics.tpot_ms.mean - 5.0).abs() < 0.5,
+        "TPOT {}",
+        report.metrics.tpot_ms.mean
+    );
+    if cfg!(target_os = "linux") {
+        assert_eq!(report.client.timestamps, "kernel");
+    }
+    // Without the CA, every request fails to connect, and says why.
+    c.ca_cert = None;
+    let refused = run(&c).await;
+    assert_eq!(refused.metrics.completed, 0);
+    let connect = &refused.metrics.failures["connect"];
+    assert!(
+        connect.example.to_lowercase().contains("certificate"),
+        "{}",
+        connect.example
+    );
     sim.stop().await;
 }
