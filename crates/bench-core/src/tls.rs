@@ -94,9 +94,18 @@ impl TlsStream {
         while stream.session.is_handshaking() {
             stream.flush().await?;
             if stream.session.wants_read() {
-                let Self { tcp, session, .. } = &mut stream;
-                let fed = tcp.read_with(|bytes, _| feed(session, bytes)).await?;
-                if !fed? {
+                let Self {
+                    tcp,
+                    session,
+                    plain,
+                    ..
+                } = &mut stream;
+                let ended = tcp
+                    .read_with(|bytes, _| {
+                        Ok::<_, io::Error>(bytes.is_empty() || absorb(session, bytes, plain)?)
+                    })
+                    .await??;
+                if ended {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -145,14 +154,7 @@ impl TlsStream {
                         return Ok(Some(take(&[], arrival)));
                     }
                     plain.clear();
-                    let mut input = bytes;
-                    while !input.is_empty() {
-                        session.read_tls(&mut input)?;
-                        session
-                            .process_new_packets()
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        *closed |= drain(session, plain)?;
-                    }
+                    *closed |= absorb(session, bytes, plain)?;
                     Ok((!plain.is_empty() || *closed).then(|| take(plain, arrival)))
                 })
                 .await??;
@@ -165,18 +167,22 @@ impl TlsStream {
     }
 }
 
-/// Feeds `bytes` to the session during the handshake; `false` at the end of the stream.
-fn feed(session: &mut ClientConnection, mut bytes: &[u8]) -> io::Result<bool> {
-    if bytes.is_empty() {
-        return Ok(false);
-    }
+/// Feeds one read's ciphertext to the session and moves the plaintext it completes into
+/// `plain`; `true` once the server closed the session.
+fn absorb(
+    session: &mut ClientConnection,
+    mut bytes: &[u8],
+    plain: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let mut closed = false;
     while !bytes.is_empty() {
         session.read_tls(&mut bytes)?;
         session
             .process_new_packets()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        closed |= drain(session, plain)?;
     }
-    Ok(true)
+    Ok(closed)
 }
 
 /// Moves the plaintext the session has into `plain`; `true` once the server closed the session.
