@@ -39,18 +39,25 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(source: Source, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// Polls `source`; `ca_cert` (the run's `--ca-cert`) is also trusted for `https://` servers.
+    pub fn new(source: Source, timeout: Duration, ca_cert: Option<&Path>) -> std::io::Result<Self> {
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
-        Self {
+            .no_proxy();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)?;
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(std::io::Error::other)?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
             source,
             timeout,
             poll: Duration::from_secs(2),
-            http,
-        }
+            http: http.build().map_err(std::io::Error::other)?,
+        })
     }
 
     /// The URL of a healthy server, re-reading the server-info file while waiting (the server
@@ -159,5 +166,64 @@ mod tests {
         std::fs::write(&p, "node12 8000").expect("write");
         let err = read_server_info(&p).expect_err("malformed");
         assert!(err.to_string().contains("node12 8000"), "{err}");
+    }
+
+    /// A TLS server (the test certificate in testdata/tls) answering every request with 200.
+    async fn tls_health_server() -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tls");
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key"))
+            .expect("server.key");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server configuration");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_health_checks_trust_the_runs_ca() {
+        let url = format!("https://localhost:{}", tls_health_server().await);
+        let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tls/ca.pem");
+        let source = || Source::Fixed(url.clone());
+        let trusting = Discovery::new(source(), Duration::from_secs(5), Some(&ca)).expect("client");
+        assert!(trusting.is_healthy(&url).await);
+        let public = Discovery::new(source(), Duration::from_secs(5), None).expect("client");
+        assert!(
+            !public.is_healthy(&url).await,
+            "an unknown CA must not pass"
+        );
     }
 }

@@ -95,7 +95,12 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     check_writable(&plan.results_dir)?;
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
-    let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?);
+    let ca_cert = plan.base.ca_cert.as_deref();
+    let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?, ca_cert)
+        .with_context(|| match ca_cert {
+            Some(path) => format!("--ca-cert {}", path.display()),
+            None => "building the health-check client".into(),
+        })?;
     discovery.poll = args.poll_interval()?;
     let mut url = discovery
         .healthy(&stop)
