@@ -187,13 +187,11 @@ fn absorb(
 
 /// Moves the plaintext the session has into `plain`; `true` once the server closed the session.
 fn drain(session: &mut ClientConnection, plain: &mut Vec<u8>) -> io::Result<bool> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match session.reader().read(&mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => plain.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
+    // Reads straight into `plain`. "Would block" means all there is has been taken, and
+    // `read_to_end` keeps what it appended before returning it.
+    match session.reader().read_to_end(plain) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
