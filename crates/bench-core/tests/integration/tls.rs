@@ -47,6 +47,14 @@ async fn tls_proxy(upstream: String) -> u16 {
     port
 }
 
+/// A fixed-timing simulator (`ttft_ms`, `itl_ms`) behind a TLS proxy; returns it and the
+/// proxy's port.
+async fn proxied_sim(ttft_ms: u64, itl_ms: u64) -> (bench_sim::SimHandle, u16) {
+    let sim = fixed_sim(ttft_ms, itl_ms, |_| {}).await;
+    let port = tls_proxy(sim.url().trim_start_matches("http://").to_string()).await;
+    (sim, port)
+}
+
 fn test_roots() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(testdata().join("tls/ca.pem"))
@@ -63,9 +71,7 @@ const BODY: &[u8] = br#"{"model":"sim-model","prompt":"hello","max_tokens":12,"s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_over_tls_carry_kernel_arrival_times() {
-    let sim = fixed_sim(5, 2, |_| {}).await;
-    let upstream = sim.url().trim_start_matches("http://").to_string();
-    let port = tls_proxy(upstream).await;
+    let (sim, port) = proxied_sim(5, 2).await;
     let url = format!("https://localhost:{port}/v1/completions");
     let transport = Transport::with_tls(&url, Some(test_roots())).expect("https transport");
     // Twice: the second request reuses the pooled TLS session.
@@ -95,9 +101,7 @@ async fn streams_over_tls_carry_kernel_arrival_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_a_connect_failure_that_says_so() {
-    let sim = fixed_sim(5, 2, |_| {}).await;
-    let upstream = sim.url().trim_start_matches("http://").to_string();
-    let port = tls_proxy(upstream).await;
+    let (sim, port) = proxied_sim(5, 2).await;
     // Mozilla's roots do not include the test CA.
     let transport =
         Transport::for_url(&format!("https://localhost:{port}/v1/completions")).expect("https");
@@ -116,9 +120,7 @@ async fn an_untrusted_certificate_is_a_connect_failure_that_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_against_a_server_with_a_private_ca() {
-    let sim = fixed_sim(10, 5, |_| {}).await;
-    let upstream = sim.url().trim_start_matches("http://").to_string();
-    let port = tls_proxy(upstream).await;
+    let (sim, port) = proxied_sim(10, 5).await;
     let mut c = config(&format!("https://localhost:{port}"), 8, 32, 10);
     c.ca_cert = Some(testdata().join("tls/ca.pem"));
     c.max_concurrency = std::num::NonZeroUsize::new(4);
