@@ -25,6 +25,10 @@
 //! `--flood` adds a run with no gaps (tokens as fast as the simulator writes them): the client's
 //! ceiling in events per CPU-second. `--runs N` runs every level N times and prints medians (and
 //! the client's CPU over the floor's as a ratio), with the worst ITL P99 error of the N.
+//! `--floor-wake-us N` makes the floor reader sleep so that it wakes at most once every N
+//! microseconds, reading every socket that became ready meanwhile: what batching the reads would
+//! save (it changes nothing in `bench`). `--keep DIR` keeps the simulator's and the client's logs
+//! and the result of every run whose ITL P99 error is over 1 ms, one folder per run.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -36,9 +40,10 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [mode, addr, streams, tokens] = &args[..] {
+    if let [mode, addr, streams, tokens, wake_us] = &args[..] {
         if mode == "--floor-reader" {
-            let per_100k = floor::run(addr.parse()?, streams.parse()?, tokens.parse()?)?;
+            let wake = Duration::from_micros(wake_us.parse()?);
+            let per_100k = floor::run(addr.parse()?, streams.parse()?, tokens.parse()?, wake)?;
             println!("{per_100k}");
             return Ok(());
         }
@@ -64,7 +69,7 @@ fn main() -> Result<()> {
     print_header();
     for &n in &options.levels {
         let rows = (0..options.runs)
-            .map(|_| level(&bins, work.path(), n, 50, 10, 100, pin))
+            .map(|_| level(&bins, work.path(), n, (50, 10, 100), &options, pin))
             .collect::<Result<Vec<_>>>()?;
         print_level(n, &rows);
     }
@@ -73,11 +78,18 @@ fn main() -> Result<()> {
          floor; read wait: P99 of how long arrived data waited for bench to read it (how late \
          read-time stamps would be); shared: output events read together with the next of their \
          stream (timed by it); sim late: P99 of the simulator's writes against its own plan; \
-         worst P99: the largest ITL P99 error of the runs"
+         worst P99: the largest ITL P99 error of the runs; > 1 ms: runs whose ITL P99 error was \
+         over 1 ms"
     );
+    if !options.floor_wake.is_zero() {
+        println!(
+            "the floor reader slept so as to wake at most once every {} us",
+            options.floor_wake.as_micros()
+        );
+    }
     if options.flood {
         let rows = (0..options.runs)
-            .map(|_| level(&bins, work.path(), 100, 0, 0, 5000, pin))
+            .map(|_| level(&bins, work.path(), 100, (0, 0, 5000), &options, pin))
             .collect::<Result<Vec<_>>>()?;
         let cpu = median(rows.iter().map(|r| r.cpu_per_100k).collect());
         let floor = median(rows.iter().map(|r| r.floor_per_100k).collect());
@@ -91,11 +103,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// What to run: `[LEVELS] [--flood] [--runs N]`.
+/// What to run: `[LEVELS] [--flood] [--runs N] [--floor-wake-us N] [--keep DIR]`.
 struct Options {
     levels: Vec<usize>,
     flood: bool,
     runs: usize,
+    /// The floor reader wakes at most once per this interval (zero: whenever data arrives).
+    floor_wake: Duration,
+    /// Where to keep the logs of runs whose ITL P99 error is over 1 ms.
+    keep: Option<PathBuf>,
 }
 
 impl Options {
@@ -104,6 +120,8 @@ impl Options {
             levels: vec![1, 10, 100, 500, 1000, 2000],
             flood: false,
             runs: 1,
+            floor_wake: Duration::ZERO,
+            keep: None,
         };
         let mut rest = args.iter();
         while let Some(a) = rest.next() {
@@ -116,6 +134,14 @@ impl Options {
                         .map_err(|_| format!("--runs: `{n}` is not a count"))?;
                     options.runs = options.runs.max(1);
                 }
+                "--floor-wake-us" => {
+                    let n = rest.next().ok_or("--floor-wake-us needs microseconds")?;
+                    let us = n
+                        .parse()
+                        .map_err(|_| format!("--floor-wake-us: `{n}` is not microseconds"))?;
+                    options.floor_wake = Duration::from_micros(us);
+                }
+                "--keep" => options.keep = Some(rest.next().ok_or("--keep needs a folder")?.into()),
                 levels => {
                     options.levels = levels
                         .split(',')
@@ -131,7 +157,7 @@ impl Options {
 
 fn print_header() {
     println!(
-        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>7} {:>6} | {:>7} | {:>10} {:>7} | {:>10} | {:>9}",
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} {:>7} {:>6} | {:>7} | {:>10} {:>7} | {:>10} | {:>9} {:>7}",
         "streams",
         "TTFT err",
         "P99",
@@ -145,16 +171,19 @@ fn print_header() {
         "read wait",
         "shared",
         "sim late",
-        "worst P99"
+        "worst P99",
+        "> 1 ms"
     );
 }
 
-/// One level's medians over its runs, and the worst ITL P99 error among them.
+/// One level's medians over its runs, the worst ITL P99 error among them, and how many runs' P99
+/// was over 1 ms.
 fn print_level(n: usize, rows: &[Row]) {
     let m = |f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
     let worst = rows.iter().map(|r| r.itl_p99).fold(0.0, f64::max);
+    let over = rows.iter().filter(|r| r.itl_p99 > 1.0).count();
     println!(
-        "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>7.3} {:>5.2}x | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms | {:>7.3}ms",
+        "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>7.3} {:>5.2}x | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms | {:>7.3}ms {:>7}",
         n,
         m(|r| r.ttft_mean),
         m(|r| r.ttft_p99),
@@ -168,7 +197,8 @@ fn print_level(n: usize, rows: &[Row]) {
         m(|r| r.read_wait_p99),
         m(|r| r.shared_pct),
         m(|r| r.sim_late_p99),
-        worst
+        worst,
+        format!("{over}/{}", rows.len())
     );
 }
 
@@ -226,13 +256,14 @@ fn pinned(pin: bool, core: u32, program: &Path) -> Command {
     }
 }
 
+/// One run at `streams` concurrent streams of `tokens` tokens, the first after `ttft` ms and the
+/// rest every `itl` ms.
 fn level(
     bins: &Path,
     work: &Path,
     streams: usize,
-    ttft: u64,
-    itl: u64,
-    tokens: u64,
+    (ttft, itl, tokens): (u64, u64, u64),
+    options: &Options,
     pin: bool,
 ) -> Result<Row> {
     let info = work.join(format!("info-{streams}-{itl}"));
@@ -281,6 +312,7 @@ fn level(
         .arg("--floor-reader")
         .arg(url.trim_start_matches("http://"))
         .args([n.as_str(), &tokens.to_string()])
+        .arg(options.floor_wake.as_micros().to_string())
         .stderr(Stdio::inherit())
         .output();
     Command::new("kill")
@@ -296,7 +328,28 @@ fn level(
     }
     let mut row = compare(&truth, &events, &result)?;
     row.floor_per_100k = String::from_utf8_lossy(&floor.stdout).trim().parse()?;
+    if let Some(dir) = options.keep.as_deref().filter(|_| row.itl_p99 > 1.0) {
+        keep(dir, streams, [&truth, &events, &result])?;
+    }
     Ok(row)
+}
+
+/// Copies a run's logs into `dir`, under a name no earlier run took.
+fn keep(dir: &Path, streams: usize, files: [&Path; 3]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let run = (1..)
+        .find(|i| !dir.join(format!("{streams}-{i}")).exists())
+        .unwrap_or(0);
+    let to = dir.join(format!("{streams}-{run}"));
+    std::fs::create_dir(&to)?;
+    for f in files {
+        std::fs::copy(f, to.join(f.file_name().ok_or("a log without a name")?))?;
+    }
+    eprintln!(
+        "kept a run whose ITL P99 error was over 1 ms: {}",
+        to.display()
+    );
+    Ok(())
 }
 
 /// Starts `bench-sim` with fixed timing (`ttft`, `itl` in ms) logging its truth to `truth`, and
@@ -437,7 +490,8 @@ fn p99(v: &mut [f64]) -> f64 {
 
 /// The floor: a minimal reader of the same streams that parses no JSON, in its own process pinned
 /// like `bench`. One thread, epoll (through mio), one read per readiness event, a read that does
-/// not fill the buffer taken as draining the socket. It opens `streams` connections, runs one
+/// not fill the buffer taken as draining the socket. With a wake interval, it sleeps before each poll
+/// until that long after the last one, so that one wake-up serves every socket ready by then. It opens `streams` connections, runs one
 /// warm-up request on each, then one measured request on each, all at once, and counts the CPU
 /// the measured round took the same way `bench` does.
 mod floor {
@@ -445,6 +499,7 @@ mod floor {
     use mio::{Events, Interest, Poll, Token};
     use std::io::{ErrorKind, Read, Write};
     use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
 
     struct Stream {
         socket: TcpStream,
@@ -456,7 +511,12 @@ mod floor {
     }
 
     /// Runs the floor reader and returns CPU seconds per 100,000 output events.
-    pub fn run(addr: SocketAddr, streams: usize, tokens: u64) -> super::Result<f64> {
+    pub fn run(
+        addr: SocketAddr,
+        streams: usize,
+        tokens: u64,
+        wake: Duration,
+    ) -> super::Result<f64> {
         let body = format!(
             r#"{{"model":"m","prompt":"hello","max_tokens":{tokens},"stream":true,"ignore_eos":true,"stream_options":{{"include_usage":true}}}}"#
         );
@@ -481,16 +541,22 @@ mod floor {
                 done: false,
             });
         }
-        round(&mut poll, &mut all, request.as_bytes())?;
+        round(&mut poll, &mut all, request.as_bytes(), wake)?;
         let before = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
-        round(&mut poll, &mut all, request.as_bytes())?;
+        round(&mut poll, &mut all, request.as_bytes(), wake)?;
         let after = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
         let events = streams as f64 * tokens as f64;
         Ok((after - before).as_secs_f64() / events * 1e5)
     }
 
-    /// Sends one request on every stream and reads every reply to its end.
-    fn round(poll: &mut Poll, all: &mut [Stream], request: &[u8]) -> super::Result<()> {
+    /// Sends one request on every stream and reads every reply to its end, waking at most once
+    /// per `wake`.
+    fn round(
+        poll: &mut Poll,
+        all: &mut [Stream],
+        request: &[u8],
+        wake: Duration,
+    ) -> super::Result<()> {
         for s in all.iter_mut() {
             s.unsent = true;
             s.done = false;
@@ -500,8 +566,11 @@ mod floor {
         let mut left = all.len();
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 64 * 1024];
+        let mut woke = Instant::now();
         while left > 0 {
+            std::thread::sleep(wake.saturating_sub(woke.elapsed()));
             poll.poll(&mut events, None)?;
+            woke = Instant::now();
             for e in &events {
                 let s = &mut all[e.token().0];
                 if s.unsent {
