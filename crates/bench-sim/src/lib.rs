@@ -7,11 +7,12 @@
 //!
 //! Modules: [`timing`] (step-time formula and presets), [`engine`] (continuous batching),
 //! [`wire`] (its own request and reply types, copied from a real vLLM's replies), [`server`]
-//! (routes), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`] (`/metrics`).
+//! (routes), `reply` (one request's token stream), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`] (`/metrics`).
 
 pub mod engine;
 pub mod fault;
 pub mod prom;
+mod reply;
 pub mod server;
 pub mod timing;
 pub mod truth;

@@ -3,13 +3,13 @@
 //! [`app`] builds the router, so tests can call it without a socket; [`crate::Simulator`] serves
 //! it on a real one.
 
-use crate::engine::{Emit, Engine, EngineStats, FinishReason, Request, Timeline};
-use crate::fault::{MidStream, RequestFaults};
+use crate::engine::{Engine, EngineStats, Request};
 use crate::prom::Histograms;
-use crate::truth::{RequestTruth, SentEvent, TruthLog, TruthOutcome};
+use crate::reply::Reply;
+use crate::truth::{RequestTruth, TruthLog};
 use crate::wire::{self, Api, ChatRequest, CompletionRequest, EventWriter, PromptInput};
 use crate::SimConfig;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +65,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -346,234 +346,6 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     };
     let sizes = (prompt_tokens, max_tokens);
     let truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, arrival);
-    let epoch = s.epoch.lock().map(|e| e.clone()).unwrap_or_default();
-    let stream = TokenStream {
-        state: Arc::clone(&s),
-        timeline,
-        writer,
-        faults,
-        include_usage: job.include_usage,
-        truth: Some(truth),
-        epoch,
-        tokens: 0,
-        pending_tokens: 0,
-        pending_text: String::new(),
-        word: id as usize,
-        finished: false,
-    };
-    if job.stream {
-        let body = futures_util::stream::unfold(stream, |mut st| async move {
-            st.next_chunk().await.map(|item| (item, st))
-        });
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-            .body(Body::from_stream(body))
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-    } else {
-        stream.collect_whole().await
-    }
-}
-
-/// One request's streamed reply: engine timeline in, SSE bytes out.
-struct TokenStream {
-    state: Arc<AppState>,
-    timeline: Timeline,
-    writer: EventWriter,
-    faults: RequestFaults,
-    include_usage: bool,
-    truth: Option<RequestTruth>,
-    epoch: CancellationToken,
-    tokens: u64,
-    pending_tokens: u32,
-    pending_text: String,
-    word: usize,
-    finished: bool,
-}
-
-type Chunk = Result<Bytes, std::io::Error>;
-
-impl TokenStream {
-    /// The next chunk to write, `None` at the end.
-    async fn next_chunk(&mut self) -> Option<Chunk> {
-        if self.finished {
-            return None;
-        }
-        loop {
-            let emit = tokio::select! {
-                e = self.timeline.next() => e,
-                () = self.epoch.cancelled() => {
-                    return Some(self.abort(TruthOutcome::Restarted, "restart"));
-                }
-            };
-            let Some(emit) = emit else {
-                // The engine dropped the sequence (it was shut down).
-                return Some(self.abort(TruthOutcome::Fault("engine_gone".into()), "engine gone"));
-            };
-            let (due, finish) = match emit {
-                Emit::PrefillStart(t) => {
-                    if let Some(tr) = &mut self.truth {
-                        tr.prefill_start = Some(t);
-                    }
-                    continue;
-                }
-                Emit::Token(due, finish) => (due, finish),
-            };
-            self.tokens += 1;
-            if let Some(tr) = &mut self.truth {
-                tr.token_due.push(due);
-            }
-            self.pending_tokens += 1;
-            self.pending_text
-                .push_str(wire::WORDS[self.word % wire::WORDS.len()]);
-            self.word = self.word.wrapping_mul(31).wrapping_add(7);
-            if let Some(chunk) = self.mid_stream_fault().await {
-                return Some(chunk);
-            }
-            if finish.is_none() && self.pending_tokens < self.faults.tokens_per_event {
-                continue;
-            }
-            return Some(Ok(self.token_chunk(finish)));
-        }
-    }
-
-    /// Applies a mid-stream fault due at this token, if any.
-    async fn mid_stream_fault(&mut self) -> Option<Chunk> {
-        match self.faults.mid {
-            Some(MidStream::Cut(after)) if self.tokens == after => Some(self.abort(
-                TruthOutcome::Fault("cut".into()),
-                "simulated connection cut",
-            )),
-            Some(MidStream::ErrorEvent(after)) if self.tokens == after => {
-                self.finished = true;
-                let err = wire::error_body(
-                    "Simulated error during generation",
-                    "InternalServerError",
-                    None,
-                    500,
-                );
-                let text = format!("{}data: [DONE]\n\n", EventWriter::frame(&err));
-                self.record_event(0);
-                self.close(TruthOutcome::Fault("error_event".into()));
-                Some(Ok(Bytes::from(text)))
-            }
-            Some(MidStream::Malformed(after)) if self.tokens == after => {
-                self.faults.mid = None;
-                self.record_event(0);
-                // Not valid JSON; the stream goes on afterwards.
-                if let Some(tr) = &mut self.truth {
-                    tr.outcome = TruthOutcome::Fault("malformed".into());
-                }
-                Some(Ok(Bytes::from_static(
-                    b"data: {\"choices\": [{\"text\": \"x\"\n\n",
-                )))
-            }
-            Some(MidStream::Stall(after, wait)) if self.tokens == after => {
-                self.faults.mid = None;
-                tokio::time::sleep(wait).await;
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn token_chunk(&mut self, finish: Option<FinishReason>) -> Bytes {
-        let mut out = String::new();
-        if self.tokens == u64::from(self.pending_tokens) && self.writer.api == Api::Chat {
-            out.push_str(&EventWriter::frame(&self.writer.role()));
-        }
-        let text = std::mem::take(&mut self.pending_text);
-        match finish {
-            None => self.writer.push_token_frame(&text, &mut out),
-            Some(f) => out.push_str(&EventWriter::frame(&self.writer.token(
-                &text,
-                Some(f.as_str()),
-                None,
-            ))),
-        }
-        let tokens = std::mem::take(&mut self.pending_tokens);
-        if finish.is_some() {
-            self.finished = true;
-            if self.include_usage && !self.faults.no_usage {
-                let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens);
-                out.push_str(&EventWriter::frame(
-                    &self.writer.usage(wire::usage(prompt, self.tokens)),
-                ));
-            }
-            out.push_str("data: [DONE]\n\n");
-        }
-        self.record_event(tokens);
-        if finish.is_some() {
-            let outcome = match &self.truth {
-                Some(t) if t.outcome != TruthOutcome::ClientGone => t.outcome.clone(),
-                _ => TruthOutcome::Completed,
-            };
-            self.close(outcome);
-        }
-        Bytes::from(out)
-    }
-
-    fn record_event(&mut self, tokens: u32) {
-        if let Some(tr) = &mut self.truth {
-            tr.events.push(SentEvent {
-                at: Instant::now(),
-                tokens,
-            });
-        }
-    }
-
-    fn abort(&mut self, outcome: TruthOutcome, why: &str) -> Chunk {
-        self.finished = true;
-        self.close(outcome);
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            why.to_string(),
-        ))
-    }
-
-    /// Files the truth record (once).
-    fn close(&mut self, outcome: TruthOutcome) {
-        if let Some(mut t) = self.truth.take() {
-            t.outcome = outcome;
-            if let Ok(mut h) = self.state.histograms.lock() {
-                h.observe(&t);
-            }
-            self.state.truth.push(t);
-        }
-    }
-
-    /// Non-streaming: wait for every token, then answer in one JSON body.
-    async fn collect_whole(mut self) -> Response {
-        let mut text = String::new();
-        let mut reason = FinishReason::Length;
-        while let Some(emit) = self.timeline.next().await {
-            if let Emit::Token(due, finish) = emit {
-                self.tokens += 1;
-                if let Some(tr) = &mut self.truth {
-                    tr.token_due.push(due);
-                }
-                text.push_str(wire::WORDS[self.word % wire::WORDS.len()]);
-                self.word = self.word.wrapping_mul(31).wrapping_add(7);
-                if let Some(r) = finish {
-                    reason = r;
-                    break;
-                }
-            }
-        }
-        let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens);
-        let body = self
-            .writer
-            .complete(&text, reason.as_str(), wire::usage(prompt, self.tokens));
-        let tokens = self.tokens as u32;
-        self.record_event(tokens);
-        self.close(TruthOutcome::Completed);
-        json_response(StatusCode::OK, &body)
-    }
-}
-
-impl Drop for TokenStream {
-    fn drop(&mut self) {
-        // A stream dropped before its end: the client went away.
-        self.close(TruthOutcome::ClientGone);
-    }
+    let reply = Reply::new(s, timeline, writer, faults, truth, job.include_usage);
+    reply.respond(job.stream).await
 }
