@@ -45,10 +45,10 @@ submit:
 cancel:
     slurm/cancel.sh
 
-# Client fidelity against the simulator in another process, medians of RUNS runs (docs/performance.md).
-fidelity LEVELS="1,10,100,500,1000,2000" RUNS="5":
+# Client fidelity against bench-sim, medians of RUNS runs, then options (docs/performance.md).
+fidelity LEVELS="1,10,100,500,1000,2000" RUNS="5" *ARGS:
     cargo build --release -p bench -p bench-sim
-    cargo run --release -p bench --example fidelity -- {{LEVELS}} --flood --runs {{RUNS}}
+    cargo run --release -p bench --example fidelity -- {{LEVELS}} --flood --runs {{RUNS}} {{ARGS}}
 
 # Time to build 640 prompts of 14,000 tokens.
 prompt-speed:
