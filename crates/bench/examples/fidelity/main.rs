@@ -31,11 +31,15 @@
 //! save (it changes nothing in `bench`). `--keep DIR` keeps the simulator's and the client's logs
 //! and the result of every run whose ITL P99 error is over 1 ms, one folder per run.
 
+use placement::Placement;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod floor;
+mod placement;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -241,65 +245,6 @@ struct Row {
     shared_pct: f64,
     rss_mb: f64,
     sim_late_p99: f64,
-}
-
-/// Where and how the processes run: each on its own core when `taskset` exists, and ahead of the
-/// machine's other work when the niceness can be raised.
-///
-/// Both matter for the tail. A client pinned to a core shares it with whatever else the kernel
-/// puts there; a kernel thread or a daemon that takes the core for 10-15 ms leaves a client that
-/// needs ~70% of it (1,000 streams) more than a token gap behind, and events then share a read
-/// (docs/performance.md). At niceness -10 the scheduler gives the benchmark ~90% of a contended
-/// core instead of half, which is enough to keep up. Raising it needs root or CAP_SYS_NICE;
-/// without, everything runs at the default priority and the header says so.
-struct Placement {
-    pin: bool,
-    nice: bool,
-}
-
-/// The niceness the benchmark's processes get when it can be raised.
-const NICENESS: &str = "-10";
-
-impl Placement {
-    fn here() -> Self {
-        let pin = Command::new("taskset").arg("--version").output().is_ok();
-        // `nice -n -10 nice` prints the niceness it ran at: -10 only when raising was allowed.
-        let nice = Command::new("nice")
-            .args(["-n", NICENESS, "nice"])
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == NICENESS);
-        Self { pin, nice }
-    }
-
-    fn describe(&self) -> String {
-        let cores = if self.pin {
-            "pinned to cores 0 and 1"
-        } else {
-            "not pinned: no taskset"
-        };
-        let nice = if self.nice {
-            format!("at niceness {NICENESS}")
-        } else {
-            "at the default priority: raising it needs root or CAP_SYS_NICE".into()
-        };
-        format!("{cores}, {nice}")
-    }
-
-    /// A command that runs `program` on `core`, as this placement allows.
-    fn command(&self, core: u32, program: &Path) -> Command {
-        let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if self.pin {
-            argv.extend(["taskset".into(), "-c".into(), core.to_string().into()]);
-        }
-        if self.nice {
-            argv.extend(["nice".into(), "-n".into(), NICENESS.into()]);
-        }
-        argv.push(program.into());
-        let mut c = Command::new(&argv[0]);
-        c.args(&argv[1..]);
-        c
-    }
 }
 
 /// One run at `streams` concurrent streams of `tokens` tokens, the first after `ttft` ms and the
@@ -535,132 +480,4 @@ fn p99(v: &mut [f64]) -> f64 {
     let h = 0.99 * (v.len() - 1) as f64;
     let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (h - h.floor())
-}
-
-/// The floor: a minimal reader of the same streams that parses no JSON, in its own process pinned
-/// like `bench`. One thread, epoll (through mio), one read per readiness event, a read that does
-/// not fill the buffer taken as draining the socket. With a wake interval, it sleeps before each poll
-/// until that long after the last one, so that one wake-up serves every socket ready by then. It opens `streams` connections, runs one
-/// warm-up request on each, then one measured request on each, all at once, and counts the CPU
-/// the measured round took the same way `bench` does.
-mod floor {
-    use mio::net::TcpStream;
-    use mio::{Events, Interest, Poll, Token};
-    use std::io::{ErrorKind, Read, Write};
-    use std::net::SocketAddr;
-    use std::time::{Duration, Instant};
-
-    struct Stream {
-        socket: TcpStream,
-        /// The request is not written yet (the connection may still be opening).
-        unsent: bool,
-        /// The last bytes read, to spot the terminal chunk across reads.
-        tail: Vec<u8>,
-        done: bool,
-    }
-
-    /// Runs the floor reader and returns CPU seconds per 100,000 output events.
-    pub fn run(
-        addr: SocketAddr,
-        streams: usize,
-        tokens: u64,
-        wake: Duration,
-    ) -> super::Result<f64> {
-        let body = format!(
-            r#"{{"model":"m","prompt":"hello","max_tokens":{tokens},"stream":true,"ignore_eos":true,"stream_options":{{"include_usage":true}}}}"#
-        );
-        let request = format!(
-            "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let mut poll = Poll::new()?;
-        let mut all = Vec::with_capacity(streams);
-        for i in 0..streams {
-            let mut socket = TcpStream::connect(addr)?;
-            socket.set_nodelay(true)?;
-            poll.registry().register(
-                &mut socket,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            all.push(Stream {
-                socket,
-                unsent: true,
-                tail: Vec::new(),
-                done: false,
-            });
-        }
-        round(&mut poll, &mut all, request.as_bytes(), wake)?;
-        let before = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
-        round(&mut poll, &mut all, request.as_bytes(), wake)?;
-        let after = bench_core::overhead::cpu_time().ok_or("no CPU time")?;
-        let events = streams as f64 * tokens as f64;
-        Ok((after - before).as_secs_f64() / events * 1e5)
-    }
-
-    /// Sends one request on every stream and reads every reply to its end, waking at most once
-    /// per `wake`.
-    fn round(
-        poll: &mut Poll,
-        all: &mut [Stream],
-        request: &[u8],
-        wake: Duration,
-    ) -> super::Result<()> {
-        for s in all.iter_mut() {
-            s.unsent = true;
-            s.done = false;
-            s.tail.clear();
-            send(s, request)?;
-        }
-        let mut left = all.len();
-        let mut events = Events::with_capacity(1024);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut woke = Instant::now();
-        while left > 0 {
-            std::thread::sleep(wake.saturating_sub(woke.elapsed()));
-            poll.poll(&mut events, None)?;
-            woke = Instant::now();
-            for e in &events {
-                let s = &mut all[e.token().0];
-                if s.unsent {
-                    send(s, request)?;
-                }
-                if s.done || !e.is_readable() {
-                    continue;
-                }
-                loop {
-                    match s.socket.read(&mut buf) {
-                        Ok(0) => return Err("the simulator closed a connection".into()),
-                        Ok(n) => {
-                            s.tail.extend_from_slice(&buf[..n]);
-                            let keep = s.tail.len().saturating_sub(5);
-                            s.tail.drain(..keep);
-                            if s.tail == b"0\r\n\r\n" {
-                                s.done = true;
-                                left -= 1;
-                            }
-                            if n < buf.len() {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn send(s: &mut Stream, request: &[u8]) -> super::Result<()> {
-        match s.socket.write(request) {
-            Ok(n) if n == request.len() => {
-                s.unsent = false;
-                Ok(())
-            }
-            Ok(_) => Err("a short write of a small request".into()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::NotConnected) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
 }
