@@ -102,10 +102,12 @@ impl Histograms {
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, kind: &str, labels: &str, v: f64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v:?}"
-    );
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {v:?}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {v:?}");
+    }
 }
 
 /// vLLM's engine gauges and counters: (name, help, type), in its words.
@@ -185,22 +187,107 @@ pub fn render(s: &AppState) -> String {
             histogram.render(&mut out, name, help, &labels);
         }
     }
-    let late = st.report();
+    schedule(&mut out, &st.report(), s.config.time_scale);
+    out
+}
+
+/// The simulator's own schedule keeping (see [`crate::lateness`]), under `inferperf_sim:` names.
+fn schedule(out: &mut String, r: &crate::engine::ScheduleReport, time_scale: f64) {
     gauge(
-        &mut out,
-        "inferperf_sim:late_steps_total",
-        "Engine steps that ended more than 2 ms after their planned end.",
-        "counter",
-        "",
-        late.late_steps as f64,
-    );
-    gauge(
-        &mut out,
-        "inferperf_sim:max_lateness_seconds",
-        "Largest lateness of a step or token against its plan.",
+        out,
+        "inferperf_sim:time_scale",
+        "How many times faster than real time the schedule runs.",
         "gauge",
         "",
-        late.max_lateness_ms / 1e3,
+        time_scale,
     );
-    out
+    for (snap, what, help) in [
+        (
+            &r.steps,
+            "step",
+            "Engine steps' ends after their planned end",
+        ),
+        (
+            &r.events,
+            "event",
+            "Token events handed to the connection after their token was due",
+        ),
+    ] {
+        lateness(
+            out,
+            &format!("inferperf_sim:{what}_lateness_seconds"),
+            help,
+            snap,
+        );
+        gauge(
+            out,
+            &format!("inferperf_sim:late_{what}s_total"),
+            &format!("{help}, by more than {} s.", snap.tolerance_seconds),
+            "counter",
+            "",
+            snap.late as f64,
+        );
+        gauge(
+            out,
+            &format!("inferperf_sim:{what}_lateness_max_seconds"),
+            &format!("{help}: the largest since start."),
+            "gauge",
+            "",
+            snap.max_seconds,
+        );
+    }
+    for (name, help, v) in schedule_counters(r) {
+        gauge(out, name, help, "counter", "", v);
+    }
+}
+
+/// The schedule's counters: (name, help, value).
+fn schedule_counters(r: &crate::engine::ScheduleReport) -> Vec<(&'static str, &'static str, f64)> {
+    let mut counters = vec![
+        (
+            "inferperf_sim:schedule_lost_seconds_total",
+            "Wall time the schedule lost restarting late steps: modelled time that never happened.",
+            r.lost_seconds,
+        ),
+        (
+            "inferperf_sim:prompts_counted_total",
+            "Prompts counted with the tokenizer while their request waited.",
+            r.prompts_counted as f64,
+        ),
+        (
+            "inferperf_sim:prompt_counting_seconds_total",
+            "Wall time spent counting prompts while their request waited.",
+            r.prompt_counting_seconds,
+        ),
+        (
+            "inferperf_sim:prompts_known_total",
+            "Prompts whose token count was known ahead (pretokenized).",
+            r.prompts_known as f64,
+        ),
+    ];
+    if let Some(t) = r.engine_thread {
+        counters.push((
+            "inferperf_sim:engine_thread_cpu_seconds_total",
+            "CPU time of the batching engine's thread.",
+            t.cpu_seconds,
+        ));
+        counters.push((
+            "inferperf_sim:engine_thread_runqueue_wait_seconds_total",
+            "Time the batching engine's thread was ready to run but waited for a core.",
+            t.runqueue_wait_seconds,
+        ));
+    }
+    counters
+}
+
+fn lateness(out: &mut String, name: &str, help: &str, s: &crate::lateness::LatenessSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, n) in crate::lateness::BUCKETS_S.iter().zip(&s.buckets) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound:?}\"}} {cumulative}.0");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}.0", s.count);
+    let _ = writeln!(out, "{name}_count {}.0", s.count);
+    let _ = writeln!(out, "{name}_sum {:?}", s.sum_seconds);
 }

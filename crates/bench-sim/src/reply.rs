@@ -25,6 +25,8 @@ pub(crate) struct Reply {
     truth: Option<RequestTruth>,
     epoch: CancellationToken,
     tokens: u64,
+    /// When the newest token was due: an event is due when its last token is.
+    last_due: Option<Instant>,
     pending_tokens: u32,
     pending_text: String,
     word: usize,
@@ -54,6 +56,7 @@ impl Reply {
             truth: Some(truth),
             epoch,
             tokens: 0,
+            last_due: None,
             pending_tokens: 0,
             pending_text: String::new(),
             finished: false,
@@ -101,6 +104,7 @@ impl Reply {
                 Emit::Token(due, finish) => (due, finish),
             };
             self.tokens += 1;
+            self.last_due = Some(due);
             if let Some(tr) = &mut self.truth {
                 tr.token_due.push(due);
             }
@@ -195,11 +199,17 @@ impl Reply {
     }
 
     fn record_event(&mut self, tokens: u32) {
+        let at = Instant::now();
+        if tokens > 0 {
+            if let Some(due) = self.last_due {
+                self.state
+                    .stats
+                    .events
+                    .note(at.saturating_duration_since(due));
+            }
+        }
         if let Some(tr) = &mut self.truth {
-            tr.events.push(SentEvent {
-                at: Instant::now(),
-                tokens,
-            });
+            tr.events.push(SentEvent { at, tokens });
         }
     }
 

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,6 +37,17 @@ pub struct AppState {
     /// While `Some` and in the future, the server is "down" (restarting).
     pub down_until: Mutex<Option<Instant>>,
     pub requests_total: AtomicU64,
+    /// Token counts of prompts announced ahead ([`crate::SimHandle::pretokenize`]), by
+    /// [`prompt_key`]; each is used once.
+    pub known_prompts: Mutex<HashMap<(usize, u64), u64>>,
+}
+
+/// A prompt's identity for [`AppState::known_prompts`]: its length and a 64-bit hash.
+pub(crate) fn prompt_key(text: &str) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    (text.len(), h.finish())
 }
 
 impl AppState {
@@ -203,15 +215,7 @@ async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
             return json_response(StatusCode::BAD_REQUEST, &wire::invalid_body(&e.to_string()))
         }
     };
-    let text: String = req
-        .messages
-        .iter()
-        .map(|m| match &m.content {
-            Value::String(t) => t.clone(),
-            other => other.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = chat_text(&req);
     let include_usage = wants_usage(req.stream_options.as_ref());
     let job = Job {
         api: Api::Chat,
@@ -227,24 +231,62 @@ async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
     serve(s, job).await
 }
 
-/// Prompt tokens: exact with a tokenizer, else estimated at 4 bytes per token.
+/// The text a chat request's prompt is counted from: every message's content, one per line.
+fn chat_text(req: &ChatRequest) -> String {
+    req.messages
+        .iter()
+        .map(|m| match &m.content {
+            Value::String(t) => t.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The prompt text a request body will be counted from, as its handler reads it; `None` for a
+/// body that is neither API's or carries token ids.
+pub(crate) fn prompt_text_of(body: &[u8]) -> Option<String> {
+    if let Ok(req) = serde_json::from_slice::<CompletionRequest>(body) {
+        return match req.prompt {
+            PromptInput::Text(t) => Some(t),
+            PromptInput::Texts(mut t) if t.len() == 1 => t.pop(),
+            _ => None,
+        };
+    }
+    serde_json::from_slice::<ChatRequest>(body)
+        .ok()
+        .map(|req| chat_text(&req))
+}
+
+/// Prompt tokens: exact with a tokenizer (known ahead, or counted now), else estimated at 4
+/// bytes per token.
 async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
     if let Some(n) = job.prompt_ids {
         return n as u64;
     }
     let text = job.prompt_text.take().unwrap_or_default();
-    match &s.tokenizer {
-        Some(tok) => {
-            let tok = Arc::clone(tok);
-            tokio::task::spawn_blocking(move || {
-                tok.encode_fast(text.as_str(), true)
-                    .map_or(0, |e| e.len() as u64)
-            })
-            .await
-            .unwrap_or(0)
-        }
-        None => (text.len() as u64).div_ceil(4).max(1),
+    let Some(tok) = &s.tokenizer else {
+        return (text.len() as u64).div_ceil(4).max(1);
+    };
+    let known = s
+        .known_prompts
+        .lock()
+        .ok()
+        .and_then(|mut k| k.remove(&prompt_key(&text)));
+    if let Some(n) = known {
+        s.stats.prompts_known.fetch_add(1, Ordering::Relaxed);
+        return n;
     }
+    let tok = Arc::clone(tok);
+    let started = Instant::now();
+    let n = tokio::task::spawn_blocking(move || {
+        tok.encode_fast(text.as_str(), true)
+            .map_or(0, |e| e.len() as u64)
+    })
+    .await
+    .unwrap_or(0);
+    s.stats.note_counting(started.elapsed());
+    n
 }
 
 /// Checks a request as vLLM does before it reaches the engine: ready, the served model, the

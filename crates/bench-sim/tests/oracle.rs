@@ -253,8 +253,24 @@ async fn batching_engine_keeps_its_schedule_with_a_thousand_streams() {
     }
     let schedule = handle.schedule();
     eprintln!("{schedule:?}");
-    // 1,000 sequences decode in one batch of ~100 ms steps; the loop must not fall behind by more
-    // than a few steps' worth of jitter.
-    assert!(schedule.max_lateness_ms < 50.0, "{schedule:?}");
+    // 1,000 sequences decode in one batch of ~90 ms steps. What the engine controls is its own
+    // work per step; how late its thread woke depends on the machine too, so lateness is held to
+    // what the OS says the thread waited for a core, plus the sleep's precision per step.
+    if let Some(thread) = schedule.engine_thread {
+        let steps = schedule.steps.count as f64;
+        assert!(
+            thread.cpu_seconds / steps < 0.005,
+            "the engine's own work per step: {:.3} ms",
+            thread.cpu_seconds / steps * 1e3
+        );
+        assert!(
+            schedule.steps.sum_seconds <= thread.runqueue_wait_seconds + steps * 0.000_5,
+            "steps were late by {:.1} ms in all, of which the machine explains {:.1} ms: {schedule:?}",
+            schedule.steps.sum_seconds * 1e3,
+            thread.runqueue_wait_seconds * 1e3
+        );
+    } else {
+        assert!(schedule.steps.max_seconds < 0.05, "{schedule:?}");
+    }
     handle.stop().await;
 }
