@@ -68,19 +68,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     };
     let plan = plan(&args)?;
     if args.dry_run {
-        for c in &plan.cells {
-            println!(
-                "isl {:>6}  osl {:>5}  conc {:>4}  prompts {:>5}  warm-up {:>4}  {}",
-                c.input_len,
-                c.output_len,
-                c.concurrency,
-                c.num_prompts,
-                c.num_warmups,
-                plan.results_dir
-                    .join(c.file_name(&plan.name, plan.base.tp))
-                    .display()
-            );
-        }
+        print_dry_run(&plan);
         return Ok(SweepOutcome {
             rows: Vec::new(),
             interrupted_by: None,
@@ -95,42 +83,13 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     check_writable(&plan.results_dir)?;
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
-    let ca_cert = plan.base.ca_cert.as_deref();
-    let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?, ca_cert)
-        .with_context(|| match ca_cert {
-            Some(path) => format!("--ca-cert {}", path.display()),
-            None => "building the health-check client".into(),
-        })?;
-    discovery.poll = args.poll_interval()?;
-    let mut url = discovery
-        .healthy(&stop)
-        .await
-        .map_err(anyhow::Error::from)?;
-    eprintln!("server healthy at {url}");
-    let tokenizer = bench_core::load_tokenizer(&plan.base)
-        .await
-        .with_context(|| format!("--tokenizer {}", plan.base.tokenizer))?;
-
-    let mut rows = Vec::new();
-    let started = Instant::now();
-    let cells_bar = CellsBar::new(&plan.progress, plan.cells.len());
-    for (i, cell) in plan.cells.iter().enumerate() {
-        if stop.is_cancelled() {
-            break;
-        }
-        cells_bar.say(&cell_line(i, plan.cells.len(), cell, started, &rows));
-        let row = run_cell(&plan, cell, &discovery, &mut url, &tokenizer, &stop).await?;
-        cells_bar.say(&format!("  -> {}", row.describe()));
-        cells_bar.inc();
-        rows.push(row);
-        summary::write(&plan.results_dir, &rows).context("writing the sweep summary")?;
-    }
-    cells_bar.finish();
-    if let Some(sim) = simulated {
+    let mut session = Session::connect(plan, &args, stop, simulated).await?;
+    let rows = session.run_cells().await?;
+    if let Some(sim) = session.simulated.take() {
         let note = sim.note();
         sim.stop().await;
-        if !stop.is_cancelled() {
-            draw_demo_charts(&plan.results_dir);
+        if !session.stop.is_cancelled() {
+            draw_demo_charts(&session.plan.results_dir);
         }
         eprintln!("{note}");
     }
@@ -138,6 +97,87 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         rows,
         interrupted_by: signals.received(),
     })
+}
+
+fn print_dry_run(plan: &Plan) {
+    for c in &plan.cells {
+        println!(
+            "isl {:>6}  osl {:>5}  conc {:>4}  prompts {:>5}  warm-up {:>4}  {}",
+            c.input_len,
+            c.output_len,
+            c.concurrency,
+            c.num_prompts,
+            c.num_warmups,
+            plan.results_dir
+                .join(c.file_name(&plan.name, plan.base.tp))
+                .display()
+        );
+    }
+}
+
+/// A sweep under way: the plan, the server it found, and what every cell shares.
+struct Session {
+    plan: Plan,
+    discovery: Discovery,
+    url: String,
+    tokenizer: std::sync::Arc<bench_core::tokenizer::PromptTokenizer>,
+    stop: CancellationToken,
+    simulated: Option<simulate::Simulated>,
+}
+
+impl Session {
+    /// Waits for a healthy server and loads the tokenizer.
+    async fn connect(
+        plan: Plan,
+        args: &SweepArgs,
+        stop: CancellationToken,
+        simulated: Option<simulate::Simulated>,
+    ) -> anyhow::Result<Self> {
+        let ca_cert = plan.base.ca_cert.as_deref();
+        let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?, ca_cert)
+            .with_context(|| match ca_cert {
+                Some(path) => format!("--ca-cert {}", path.display()),
+                None => "building the health-check client".into(),
+            })?;
+        discovery.poll = args.poll_interval()?;
+        let url = discovery
+            .healthy(&stop)
+            .await
+            .map_err(anyhow::Error::from)?;
+        eprintln!("server healthy at {url}");
+        let tokenizer = bench_core::load_tokenizer(&plan.base)
+            .await
+            .with_context(|| format!("--tokenizer {}", plan.base.tokenizer))?;
+        Ok(Self {
+            plan,
+            discovery,
+            url,
+            tokenizer,
+            stop,
+            simulated,
+        })
+    }
+
+    /// Every cell in order, the summary rewritten after each.
+    async fn run_cells(&mut self) -> anyhow::Result<Vec<CellRow>> {
+        let mut rows = Vec::new();
+        let started = Instant::now();
+        let cells = self.plan.cells.clone();
+        let cells_bar = CellsBar::new(&self.plan.progress, cells.len());
+        for (i, cell) in cells.iter().enumerate() {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            cells_bar.say(&cell_line(i, cells.len(), cell, started, &rows));
+            let row = self.run_cell(cell).await?;
+            cells_bar.say(&format!("  -> {}", row.describe()));
+            cells_bar.inc();
+            rows.push(row);
+            summary::write(&self.plan.results_dir, &rows).context("writing the sweep summary")?;
+        }
+        cells_bar.finish();
+        Ok(rows)
+    }
 }
 
 /// On a terminal, a bar over the cells above each cell's requests bar; elsewhere plain lines.
@@ -313,57 +353,96 @@ fn finished(plan: &Plan, cell: &Cell, done: &std::path::Path) -> bool {
     }
 }
 
-async fn run_cell(
-    plan: &Plan,
-    cell: &Cell,
-    discovery: &Discovery,
-    url: &mut String,
-    tokenizer: &std::sync::Arc<bench_core::tokenizer::PromptTokenizer>,
-    stop: &CancellationToken,
-) -> anyhow::Result<CellRow> {
-    let tp = plan.base.tp;
-    let done = cell::done_path(&plan.results_dir, cell, &plan.name, tp);
-    if finished(plan, cell, &done) {
-        return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0));
-    }
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        if !discovery.is_healthy(url).await {
-            eprintln!("  server at {url} is not healthy: waiting for it (re-reading the server-info file)");
-            *url = match discovery.healthy(stop).await {
-                Ok(u) => u,
-                Err(discover::DiscoverError::Stopped) => {
-                    return Ok(CellRow::empty(cell, CellStatus::Interrupted))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            eprintln!("  server healthy at {url}");
+/// How one attempt at a cell ended.
+enum Attempt {
+    /// Finished (or stopped): the cell's row.
+    Ended(CellRow),
+    /// Incomplete and kept as `partial`; may be retried.
+    Incomplete { partial: PathBuf, seconds: f64 },
+}
+
+impl Session {
+    /// Runs one cell (unless its finished file is there), retrying an incomplete attempt.
+    async fn run_cell(&mut self, cell: &Cell) -> anyhow::Result<CellRow> {
+        let done = cell::done_path(
+            &self.plan.results_dir,
+            cell,
+            &self.plan.name,
+            self.plan.base.tp,
+        );
+        if finished(&self.plan, cell, &done) {
+            return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0));
         }
-        let config = cell_config(&plan.base, cell, url);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !self.discovery.is_healthy(&self.url).await {
+                eprintln!(
+                    "  server at {} is not healthy: waiting for it (re-reading the server-info file)",
+                    self.url
+                );
+                if !self.wait_for_server().await? {
+                    return Ok(CellRow::empty(cell, CellStatus::Interrupted));
+                }
+                eprintln!("  server healthy at {}", self.url);
+            }
+            let (partial, seconds) = match self.attempt(cell, &done, attempt).await? {
+                Attempt::Ended(row) => return Ok(row),
+                Attempt::Incomplete { partial, seconds } => (partial, seconds),
+            };
+            let status = if attempt > self.plan.retries {
+                CellStatus::Failed
+            } else if !self.wait_for_server().await? {
+                // A failed cell often means the server went away: wait for it before retrying.
+                CellStatus::Interrupted
+            } else {
+                eprintln!("  retrying on the server healthy at {}", self.url);
+                continue;
+            };
+            return Ok(CellRow::from_file(cell, &partial, status, seconds));
+        }
+    }
+
+    /// Waits for a healthy server (re-reading the server-info file); false when stopped.
+    async fn wait_for_server(&mut self) -> anyhow::Result<bool> {
+        match self.discovery.healthy(&self.stop).await {
+            Ok(u) => {
+                self.url = u;
+                Ok(true)
+            }
+            Err(discover::DiscoverError::Stopped) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One run of `cell`, written as its finished file or as an attempt's partial file.
+    async fn attempt(&self, cell: &Cell, done: &Path, attempt: u32) -> anyhow::Result<Attempt> {
+        let plan = &self.plan;
+        let config = cell_config(&plan.base, cell, &self.url);
         let started = Instant::now();
-        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(tokenizer)).await?;
-        let report = bench_core::execute(&config, &prepared, stop, plan.progress.clone()).await?;
+        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?;
+        if let Some(sim) = &self.simulated {
+            sim.announce(&prepared).await;
+        }
+        let report =
+            bench_core::execute(&config, &prepared, &self.stop, plan.progress.clone()).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
         let complete = !report.interrupted && report.metrics.completed == cell.num_prompts as usize;
         if complete {
-            result::write_atomic(&done, &value)
+            result::write_atomic(done, &value)
                 .with_context(|| format!("writing {}", done.display()))?;
-            return Ok(CellRow::from_file(cell, &done, CellStatus::Done, seconds));
+            let row = CellRow::from_file(cell, done, CellStatus::Done, seconds);
+            return Ok(Attempt::Ended(row));
         }
         let partial = plan
             .results_dir
-            .join(cell.partial_name(&plan.name, tp, attempt));
+            .join(cell.partial_name(&plan.name, plan.base.tp, attempt));
         result::write_atomic(&partial, &value)
             .with_context(|| format!("writing {}", partial.display()))?;
         if report.interrupted {
-            return Ok(CellRow::from_file(
-                cell,
-                &partial,
-                CellStatus::Interrupted,
-                seconds,
-            ));
+            let row = CellRow::from_file(cell, &partial, CellStatus::Interrupted, seconds);
+            return Ok(Attempt::Ended(row));
         }
         eprintln!(
             "  attempt {attempt}: {} of {} completed ({:?}); kept as {}",
@@ -372,27 +451,6 @@ async fn run_cell(
             report.metrics.failures.keys().collect::<Vec<_>>(),
             partial.display()
         );
-        if attempt > plan.retries {
-            return Ok(CellRow::from_file(
-                cell,
-                &partial,
-                CellStatus::Failed,
-                seconds,
-            ));
-        }
-        // A failed cell often means the server went away: wait for it before retrying.
-        *url = match discovery.healthy(stop).await {
-            Ok(u) => u,
-            Err(discover::DiscoverError::Stopped) => {
-                return Ok(CellRow::from_file(
-                    cell,
-                    &partial,
-                    CellStatus::Interrupted,
-                    seconds,
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        eprintln!("  retrying on the server healthy at {url}");
+        Ok(Attempt::Incomplete { partial, seconds })
     }
 }

@@ -29,6 +29,18 @@ impl Simulated {
         )
     }
 
+    /// Lets the simulator count the cell's prompts before they are sent (see
+    /// [`SimHandle::pretokenize`]): at a time scale, counting them on arrival would be slow.
+    pub async fn announce(&self, prepared: &bench_core::run::Prepared) {
+        let bodies: Vec<&[u8]> = prepared
+            .warmups
+            .iter()
+            .chain(prepared.measured.iter())
+            .map(|p| p.body.as_ref())
+            .collect();
+        self.handle.pretokenize(&bodies).await;
+    }
+
     pub async fn stop(self) {
         self.handle.stop().await;
     }
