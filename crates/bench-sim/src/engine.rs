@@ -189,6 +189,9 @@ pub struct EngineStats {
     /// The batching engine thread's `schedstat` file (Linux), to tell how long the machine kept
     /// it from running.
     pub engine_thread: std::sync::OnceLock<std::path::PathBuf>,
+    /// How many times faster than real time the schedule runs (an `f64`'s bits); settable
+    /// between runs ([`crate::SimHandle::set_time_scale`]).
+    time_scale_bits: AtomicU64,
 }
 
 impl Default for EngineStats {
@@ -207,6 +210,7 @@ impl Default for EngineStats {
             prompt_counting_ns: AtomicU64::new(0),
             prompts_known: AtomicU64::new(0),
             engine_thread: std::sync::OnceLock::new(),
+            time_scale_bits: AtomicU64::new(1.0f64.to_bits()),
         }
     }
 }
@@ -262,6 +266,21 @@ impl ScheduleReport {
 }
 
 impl EngineStats {
+    pub fn time_scale(&self) -> f64 {
+        f64::from_bits(self.time_scale_bits.load(Ordering::Relaxed))
+    }
+
+    /// Sets the time scale (clamped above 0); steps and requests started later use it.
+    pub fn set_time_scale(&self, scale: f64) {
+        let scale = if scale.is_finite() {
+            scale.max(1e-9)
+        } else {
+            1.0
+        };
+        self.time_scale_bits
+            .store(scale.to_bits(), Ordering::Relaxed);
+    }
+
     pub fn report(&self) -> ScheduleReport {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ScheduleReport {
@@ -290,7 +309,6 @@ pub enum Engine {
     Fixed {
         ttft: Duration,
         itl: Duration,
-        time_scale: f64,
         stats: Arc<EngineStats>,
     },
 }
@@ -298,13 +316,14 @@ pub enum Engine {
 impl Engine {
     /// Starts the engine for `timing` on the current runtime.
     pub fn start(timing: &Timing, time_scale: f64, stats: Arc<EngineStats>) -> Self {
+        stats.set_time_scale(time_scale);
         match timing {
             Timing::Batching(params) => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 stats
                     .kv_capacity_tokens
                     .store(params.kv_cache_tokens, Ordering::Relaxed);
-                let scheduler = Scheduler::new(params.clone(), time_scale, stats);
+                let scheduler = Scheduler::new(params.clone(), stats);
                 // The thread ends when every sender is gone (the server stopped).
                 let spawned = std::thread::Builder::new()
                     .name("sim-engine".into())
@@ -317,7 +336,6 @@ impl Engine {
             Timing::Fixed { ttft, itl } => Self::Fixed {
                 ttft: *ttft,
                 itl: *itl,
-                time_scale,
                 stats,
             },
         }
@@ -335,13 +353,9 @@ impl Engine {
                 });
                 Timeline::Batching(rx)
             }
-            Self::Fixed {
-                ttft,
-                itl,
-                time_scale,
-                stats,
-            } => {
-                let (ttft, itl) = (ttft.div_f64(*time_scale), itl.div_f64(*time_scale));
+            Self::Fixed { ttft, itl, stats } => {
+                let scale = stats.time_scale();
+                let (ttft, itl) = (ttft.div_f64(scale), itl.div_f64(scale));
                 Timeline::Fixed(FixedTimeline::new(&request, ttft, itl, Arc::clone(stats)))
             }
         }

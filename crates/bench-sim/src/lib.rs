@@ -176,7 +176,17 @@ impl SimHandle {
         }
     }
 
-    /// The configuration it runs with.
+    /// Runs the schedule `scale` times faster than real time from now on (requests already
+    /// admitted keep their timing where it is fixed per request). For between runs.
+    pub fn set_time_scale(&self, scale: f64) {
+        self.state.stats.set_time_scale(scale);
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        self.state.stats.time_scale()
+    }
+
+    /// The configuration it started with.
     pub fn config(&self) -> &SimConfig {
         &self.state.config
     }

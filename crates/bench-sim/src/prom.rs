@@ -187,7 +187,7 @@ pub fn render(s: &AppState) -> String {
             histogram.render(&mut out, name, help, &labels);
         }
     }
-    schedule(&mut out, &st.report(), s.config.time_scale);
+    schedule(&mut out, &st.report(), st.time_scale());
     out
 }
 

@@ -3,7 +3,12 @@
 //! [`Scheduler`] is the pure part: sequences waiting and running, KV-cache reservations, and for
 //! each step a [`Plan`] (one decode token for every sequence past its prefill, then prefill chunks
 //! for the others, sequences already prefilling first, up to `max_num_batched_tokens`) and its
-//! duration from [`EngineParams::step_time`]. [`Scheduler::run`] drives it in real time: it sleeps
+//! duration from [`EngineParams::step_time`]. A request joins the first step that starts at or
+//! after its arrival at the server, never one that began before it, so a closed loop of clients
+//! (a request sent when another ends) gets the same schedule whatever the machine's own delays:
+//! the request a step's last token triggers always arrives after the next step began. An idle
+//! engine starts its step at the request's arrival, not when its thread got to it.
+//! [`Scheduler::run`] drives it in real time: it sleeps
 //! until each step's planned end with the operating system's timer (precise to ~0.1 ms, where the
 //! async runtime's has 1 ms), emits that step's tokens, all due at the step's end, and starts the
 //! next step at the planned end. A step that wakes more than [`STEP_TOLERANCE`] late restarts the
@@ -20,6 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 struct Seq {
+    /// When the request reached the server: it can join only steps that start later.
+    arrival: Instant,
     prompt: u64,
     prefilled: u64,
     generated: u64,
@@ -43,7 +50,6 @@ impl Seq {
 /// The batching state.
 pub(crate) struct Scheduler {
     params: EngineParams,
-    time_scale: f64,
     stats: Arc<EngineStats>,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
@@ -60,10 +66,9 @@ pub(crate) struct Plan {
 }
 
 impl Scheduler {
-    pub(crate) fn new(params: EngineParams, time_scale: f64, stats: Arc<EngineStats>) -> Self {
+    pub(crate) fn new(params: EngineParams, stats: Arc<EngineStats>) -> Self {
         Self {
             params,
-            time_scale,
             stats,
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -81,10 +86,16 @@ impl Scheduler {
             if self.is_idle() {
                 let Ok(a) = rx.recv() else { return };
                 self.enqueue(a);
-                step_start = Instant::now();
             }
             while let Ok(a) = rx.try_recv() {
                 self.enqueue(a);
+            }
+            if self.running.is_empty() {
+                // Idle until the first waiting request arrived: the step starts at its arrival
+                // (never before the last step ended), not when this thread got to it.
+                if let Some(first) = self.waiting.front() {
+                    step_start = step_start.max(first.arrival);
+                }
             }
             let (plan, step_end) = self.begin_step(step_start);
             sleep_until(step_end);
@@ -110,12 +121,12 @@ impl Scheduler {
     /// Admits what fits, plans a step starting at `start` and tells newly prefilling sequences;
     /// returns the plan and the step's planned end.
     pub(crate) fn begin_step(&mut self, start: Instant) -> (Plan, Instant) {
-        self.admit();
+        self.admit(start);
         let plan = self.plan();
         let took = self
             .params
             .step_time(plan.prefill_tokens, plan.decode, plan.context)
-            .div_f64(self.time_scale);
+            .div_f64(self.stats.time_scale());
         for &(i, _) in &plan.prefill {
             if self.running[i].prefilled == 0 {
                 let _ = self.running[i].tx.send(Emit::PrefillStart(start));
@@ -127,7 +138,8 @@ impl Scheduler {
     pub(crate) fn enqueue(&mut self, a: Admission) {
         let (limit, reason) = a.request.limit();
         let r = a.request;
-        self.waiting.push_back(Seq {
+        let seq = Seq {
+            arrival: r.arrival,
             prompt: r.prompt_tokens.max(1),
             prefilled: 0,
             generated: 0,
@@ -135,13 +147,21 @@ impl Scheduler {
             reason,
             reserved: r.prompt_tokens + r.max_tokens,
             tx: a.tx,
-        });
+        };
+        // In arrival order (two requests handled on two threads may reach here swapped).
+        let at = self
+            .waiting
+            .iter()
+            .rposition(|s| s.arrival <= seq.arrival)
+            .map_or(0, |i| i + 1);
+        self.waiting.insert(at, seq);
     }
 
-    /// Moves waiting sequences into the running set while slots and KV capacity allow.
-    fn admit(&mut self) {
+    /// Moves waiting sequences that arrived by `start` into the running set while slots and KV
+    /// capacity allow.
+    fn admit(&mut self, start: Instant) {
         self.waiting.retain(|s| !s.tx.is_closed());
-        while let Some(next) = self.waiting.front() {
+        while let Some(next) = self.waiting.front().filter(|s| s.arrival <= start) {
             let fits_kv = self.kv_used + next.reserved <= self.params.kv_cache_tokens
                 // A request larger than the whole cache still runs alone rather than never.
                 || (self.running.is_empty() && self.kv_used == 0);
@@ -300,7 +320,7 @@ mod tests {
 
     fn scheduler() -> (Scheduler, Arc<EngineStats>) {
         let stats = Arc::new(EngineStats::default());
-        (Scheduler::new(params(), 1.0, Arc::clone(&stats)), stats)
+        (Scheduler::new(params(), Arc::clone(&stats)), stats)
     }
 
     #[test]
@@ -340,9 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn a_request_joins_only_steps_that_start_after_it_arrived() {
+        // Whatever the thread's own delay in planning, a request that arrived after a step's
+        // planned start waits for the next one: the schedule depends on arrivals alone.
+        let (mut s, _) = scheduler();
+        let start = Instant::now();
+        let mut early = admit(&mut s, 10, 3);
+        let (tx, mut late) = mpsc::unbounded_channel();
+        let request = Request {
+            prompt_tokens: 10,
+            max_tokens: 3,
+            eos_after: None,
+            arrival: start + Duration::from_millis(1),
+        };
+        s.enqueue(Admission { request, tx });
+        let (plan, end) = s.begin_step(start + Duration::from_micros(500));
+        s.finish_step(&plan, end);
+        run_steps(&mut s, end, 5);
+        let (first, _) = tokens(&mut early);
+        let (second, _) = tokens(&mut late);
+        assert_eq!(second[0] - first[0], Duration::from_millis(10));
+    }
+
+    #[test]
     fn time_scale_divides_every_step() {
         let stats = Arc::new(EngineStats::default());
-        let mut s = Scheduler::new(params(), 4.0, stats);
+        stats.set_time_scale(4.0);
+        let mut s = Scheduler::new(params(), stats);
         let mut rx = admit(&mut s, 10, 3);
         let start = Instant::now();
         run_steps(&mut s, start, 5);

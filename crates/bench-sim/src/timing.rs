@@ -68,6 +68,36 @@ mod millis {
     }
 }
 
+impl Timing {
+    /// The shortest step the engine takes (one sequence decoding with no context), or the
+    /// fixed gap between tokens (before time scaling).
+    pub fn shortest_step(&self) -> Duration {
+        match self {
+            Self::Fixed { itl, .. } => *itl,
+            Self::Batching(p) => p.step_time(0, 1, 0),
+        }
+    }
+
+    /// The modelled TTFT of a request alone on the engine with `prompt` tokens: its prefill
+    /// chunks back to back (before time scaling).
+    pub fn lone_ttft(&self, prompt: u64) -> Duration {
+        match self {
+            Self::Fixed { ttft, .. } => *ttft,
+            Self::Batching(p) => {
+                let budget = p.max_num_batched_tokens.max(1);
+                let mut left = prompt.max(1);
+                let mut total = Duration::ZERO;
+                while left > 0 {
+                    let chunk = left.min(budget);
+                    total += p.step_time(chunk, 0, 0);
+                    left -= chunk;
+                }
+                total
+            }
+        }
+    }
+}
+
 /// Named presets.
 pub const PRESETS: &[&str] = &["minimax-m2-tp4", "small-tp1", "fixed"];
 
@@ -145,6 +175,17 @@ mod tests {
         let mut wide = p.clone();
         wide.tp = 8;
         assert!(wide.step_time(8192, 0, 0) < p.step_time(8192, 0, 0));
+    }
+
+    #[test]
+    fn a_lone_request_waits_for_its_prefill_chunks() {
+        let t = Timing::Batching(minimax());
+        let one = minimax().step_time(1024, 0, 0);
+        assert_eq!(t.lone_ttft(1024), one);
+        let two = minimax().step_time(8192, 0, 0) + minimax().step_time(1808, 0, 0);
+        assert_eq!(t.lone_ttft(10_000), two);
+        let fixed = preset("fixed").expect("preset");
+        assert_eq!(fixed.lone_ttft(123), Duration::from_millis(50));
     }
 
     #[test]
