@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         range_ratio: 0.0,
         prefix_len: 0,
         seed: 0,
+        seed_origin: bench_core::prompt::SeedOrigin::Given(0),
     };
     let mut seconds = Vec::new();
     for run in 0..runs {

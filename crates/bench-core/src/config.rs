@@ -4,6 +4,7 @@
 //! library never sees a string where a number or an enum belongs.
 
 use crate::prompt::PromptSpec;
+
 use crate::stream::ApiKind;
 use serde::Serialize;
 use std::num::NonZeroUsize;
@@ -98,6 +99,10 @@ pub struct RunConfig {
     pub metadata: Vec<(String, String)>,
     /// Extra CA certificates (PEM) trusted for `https://` servers.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Scrape the server's `/metrics` at the start and end of the run and this often while it
+    /// runs; `None`: never.
+    #[serde(serialize_with = "optional_seconds")]
+    pub server_metrics_interval: Option<Duration>,
     /// Bearer token; never serialized.
     #[serde(skip)]
     pub api_key: Option<String>,
@@ -106,6 +111,16 @@ pub struct RunConfig {
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
+
+fn optional_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// How often `/metrics` is scraped while a run goes on, unless told otherwise.
+pub const SERVER_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl RunConfig {
     /// The full URL requests are posted to.
@@ -132,7 +147,8 @@ impl RunConfig {
                 input_len: 1024,
                 range_ratio: 0.0,
                 prefix_len: 0,
-                seed: 0,
+                seed: crate::prompt::fresh_seed(),
+                seed_origin: crate::prompt::SeedOrigin::Random,
             },
             output_len: 128,
             num_prompts: 100,
@@ -146,6 +162,7 @@ impl RunConfig {
             save_detailed: false,
             request_timeout: Duration::from_secs(1800),
             ca_cert: None,
+            server_metrics_interval: Some(SERVER_METRICS_INTERVAL),
             interrupt_grace: Duration::from_secs(5),
             tp: 1,
             metadata: Vec::new(),

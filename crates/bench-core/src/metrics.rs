@@ -40,6 +40,8 @@ pub struct RunMetrics {
     pub failures: BTreeMap<String, FailureGroup>,
     pub total_input_tokens: u64,
     pub total_output_tokens: u64,
+    /// Prompt tokens of every request sent, completed or not (what a server counts).
+    pub sent_input_tokens: u64,
     pub request_throughput: f64,
     pub input_throughput: f64,
     pub output_throughput: f64,
@@ -70,6 +72,10 @@ pub struct RunMetrics {
     pub prompt_check: PromptCheck,
     /// Lateness of sends against the arrival schedule (rate mode), ms.
     pub send_lag_ms: Option<Distribution>,
+    /// In a closed loop (a concurrency limit, no rate), the client's turnaround: from a request's
+    /// end (its last event's arrival) to the send of the request that took its slot, ms
+    /// ([`turnarounds`]).
+    pub turnaround_ms: Option<Distribution>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -110,6 +116,7 @@ pub fn compute(
         failures: failure_groups(records),
         total_input_tokens,
         total_output_tokens,
+        sent_input_tokens: records.iter().map(|r| r.input_tokens).sum(),
         request_throughput: per_sec(ok.len() as f64),
         input_throughput: per_sec(total_input_tokens as f64),
         output_throughput: per_sec(total_output_tokens as f64),
@@ -145,7 +152,31 @@ pub fn compute(
             .count(),
         prompt_check: prompt_check(&ok),
         send_lag_ms: (!lags.is_empty()).then(|| Distribution::from_samples(&lags, percentiles)),
+        turnaround_ms: None,
     }
+}
+
+/// The client's turnarounds in a closed loop of `slots` concurrent requests, ms: the k-th send
+/// after the first `slots` took the slot of the k-th request to end (the limit's queue is
+/// first in, first out), so each gap is that send minus that end. A request ends when its last
+/// event arrived (the server's last word), or when it failed.
+pub fn turnarounds(records: &[RequestRecord], slots: usize) -> Vec<f64> {
+    let mut ends: Vec<Instant> = records
+        .iter()
+        .map(|r| match (r.is_success(), r.output_events.last()) {
+            (true, Some(last)) => *last,
+            _ => r.ended,
+        })
+        .collect();
+    ends.sort();
+    let mut sends: Vec<(usize, Instant)> = records.iter().map(|r| (r.index, r.sent)).collect();
+    sends.sort();
+    sends
+        .iter()
+        .skip(slots)
+        .zip(&ends)
+        .map(|((_, sent), end)| ms(sent.saturating_duration_since(*end)))
+        .collect()
 }
 
 /// First send to last end over all measured requests.
@@ -271,6 +302,30 @@ mod tests {
             requested_output_tokens: 4,
             outcome: Ok(()),
         }
+    }
+
+    #[test]
+    fn turnarounds_pair_each_send_past_the_limit_with_the_end_that_freed_its_slot() {
+        // Two slots: requests 0 and 1 start at once and end (last event) at 30 and 50 ms;
+        // request 2 is sent at 31 ms into 0's slot, request 3 at 53 ms into 1's.
+        let t0 = Instant::now();
+        let mut rs = vec![
+            rec(t0, 0, &[10, 30], 2),
+            rec(t0, 0, &[20, 50], 2),
+            rec(t0, 31, &[30], 1),
+            rec(t0, 53, &[10], 1),
+        ];
+        for (i, r) in rs.iter_mut().enumerate() {
+            r.index = i;
+        }
+        let gaps = turnarounds(&rs, 2);
+        assert_eq!(gaps.len(), 2);
+        assert!(
+            (gaps[0] - 1.0).abs() < 1e-9 && (gaps[1] - 3.0).abs() < 1e-9,
+            "{gaps:?}"
+        );
+        // With no limit (or a limit the run never reached) there is no closed loop to time.
+        assert!(turnarounds(&rs, 4).is_empty());
     }
 
     #[test]

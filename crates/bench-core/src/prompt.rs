@@ -46,7 +46,59 @@ pub struct PromptSpec {
     pub range_ratio: f64,
     /// Tokens of shared prefix at the start of every prompt.
     pub prefix_len: u64,
+    /// The seed these prompts come from: the same seed and spec build the same prompts.
     pub seed: u64,
+    /// Where `seed` came from.
+    pub seed_origin: SeedOrigin,
+}
+
+/// Where a run's prompt seed came from.
+///
+/// A server's prefix cache keeps prompts it has seen; prompts that repeat an earlier run's are
+/// served from it and make TTFT and prefill throughput look better than they are. So by default
+/// every run draws a fresh seed, and a sweep derives each cell's (and each attempt's) seed from
+/// its own: no two runs share a prompt prefix unless `--random-prefix-len` asks for one. A
+/// given `--seed` reproduces a run exactly, prefix cache and all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedOrigin {
+    /// Drawn from the operating system's randomness for this run.
+    Random,
+    /// Derived from the seed the user gave (`--seed`), which is kept here.
+    Given(u64),
+}
+
+impl SeedOrigin {
+    /// What a user should know before sending prompts from a given seed; nothing for a fresh one.
+    pub fn caution(self) -> Option<String> {
+        match self {
+            Self::Random => None,
+            Self::Given(s) => Some(format!(
+                "--seed {s}: these prompts repeat those of any earlier run with the same seed and \
+                 lengths; a server that served them may answer from its prefix cache and show a \
+                 shorter TTFT (leave --seed out for fresh prompts; the result's server section \
+                 says whether the cache was hit)"
+            )),
+        }
+    }
+}
+
+/// A seed no earlier run used (to within 2^-64), from the operating system's randomness.
+pub fn fresh_seed() -> u64 {
+    rand::random()
+}
+
+/// A seed for one part of a larger run (a sweep's cell and attempt), mixed from `base` and the
+/// part's coordinates with SplitMix64's finalizer: distinct parts get unrelated seeds.
+pub fn derive_seed(base: u64, parts: &[u64]) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    parts.iter().fold(mix(base), |acc, p| {
+        mix(acc ^ p.wrapping_add(0x9e37_79b9_7f4a_7c15))
+    })
 }
 
 /// Which part of the request set a prompt belongs to; each has its own random streams.

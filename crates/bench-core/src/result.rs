@@ -154,9 +154,44 @@ fn own_keys(out: &mut Map<String, Value>, r: &RunReport) {
         ("distributions_ms", distributions(m)),
         ("warmup", json!(r.warmup)),
         ("client", json!(r.client)),
+        ("server", json!(r.server)),
         ("system", json!(r.system)),
         ("config", json!(r.config)),
         ("metadata", Value::Object(metadata(r))),
+    ];
+    out.extend(fields.map(|(k, v)| (k.to_string(), v)));
+    sim_keys(out, r);
+}
+
+/// `sim_*`: how well the simulator kept its schedule, when the server was `bench-sim`.
+fn sim_keys(out: &mut Map<String, Value>, r: &RunReport) {
+    let Some(sim) = r.server.view.as_ref().and_then(|v| v.sim.as_ref()) else {
+        return;
+    };
+    let duration = r.metrics.duration.as_secs_f64();
+    let fields = [
+        ("sim_time_scale", json!(sim.time_scale)),
+        ("sim_steps", json!(sim.steps)),
+        ("sim_late_steps", json!(sim.late_steps)),
+        ("sim_step_lateness_p99_ms", json!(sim.step_lateness_p99_ms)),
+        ("sim_events", json!(sim.events)),
+        ("sim_late_events", json!(sim.late_events)),
+        (
+            "sim_event_lateness_p99_ms",
+            json!(sim.event_lateness_p99_ms),
+        ),
+        (
+            "sim_event_lateness_max_ms",
+            json!(sim.event_lateness_max_ms),
+        ),
+        (
+            "sim_time_lost_share",
+            json!(crate::judge::sim_lost_share(sim, duration)),
+        ),
+        (
+            "sim_kept_schedule",
+            json!(crate::judge::sim_schedule(sim, duration).is_empty()),
+        ),
     ];
     out.extend(fields.map(|(k, v)| (k.to_string(), v)));
 }
@@ -186,6 +221,7 @@ fn distributions(m: &RunMetrics) -> Value {
         "itl": one(&m.itl_ms),
         "e2el": one(&m.e2el_ms),
         "send_lag": m.send_lag_ms.as_ref().map(one),
+        "turnaround": m.turnaround_ms.as_ref().map(one),
     })
 }
 

@@ -12,6 +12,8 @@ use crate::prompt::{self, PromptRole, PromptStats};
 use crate::record::RequestRecord;
 use crate::request::{self, RequestPlan};
 use crate::runner::{self, Driver};
+pub use crate::server_metrics::ServerReport;
+use crate::server_metrics::{RunScrapes, Scraper};
 use crate::tokenizer::{HubSettings, PromptTokenizer, TokenizerError};
 use crate::transport::ReadStats;
 use serde::Serialize;
@@ -105,6 +107,10 @@ pub struct RunReport {
     pub interrupted: bool,
     pub not_sent: usize,
     pub client: ClientOverhead,
+    /// What the server's own `/metrics` said of the measured phase.
+    pub server: ServerReport,
+    /// The models the server serves, asked when requests failed with HTTP 404.
+    pub served_models: Option<Vec<String>>,
     pub system: SystemInfo,
 }
 
@@ -175,40 +181,34 @@ pub async fn execute(
         seed: config.prompt.seed,
         grace: config.interrupt_grace,
     };
+    let server_probe = Scraper::new(&config.base_url, config.ca_cert.as_deref()).ok();
+    let mut scrapes = RunScrapes::new(server_probe.clone(), config.server_metrics_interval);
+    if !prepared.warmups.is_empty() {
+        scrapes.before_warmup().await;
+    }
     let warmup = if prepared.warmups.is_empty() || stop.is_cancelled() {
         None
     } else {
         Some(warm_up(&client, prepared, &driver, stop, &progress).await)
     };
+    scrapes.measured_starts().await;
+    let measured = measure(&client, prepared, &driver, stop, &progress).await;
+    let mut server = scrapes.measured_ended().await;
 
-    let bar = Progress::new("measured", prepared.measured.len(), &progress);
-    // Warm-up reads are not the measured phase's.
-    let _ = client.take_read_stats();
-    let probe = LagProbe::start();
-    let (cpu0, wall0) = (overhead::cpu_time(), Instant::now());
-    let phase = runner::drive(
-        &client,
-        &prepared.measured,
-        &driver,
-        &prepared.tokenizer,
-        stop,
-        &bar,
-    )
-    .await;
-    let (cpu1, wall) = (overhead::cpu_time(), wall0.elapsed());
-    let lag = probe.stop();
-    let reads = client.take_read_stats();
-    bar.finish();
-
-    let percentiles = with_required(&config.percentiles);
-    let metrics = metrics::compute(
-        &phase.records,
-        &percentiles,
-        &config.goodput,
-        config.ignore_eos,
+    let metrics = figures(config, &measured.phase.records);
+    let client_overhead = judge_client(
+        measured.cpu_seconds,
+        measured.wall.as_secs_f64(),
+        &measured.lag,
+        &measured.reads,
+        &metrics,
     );
-    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a).as_secs_f64());
-    let client_overhead = judge_client(cpu, wall.as_secs_f64(), &lag, &reads, &metrics);
+    let served_models = match (&server_probe, metrics.failures.contains_key("http_404")) {
+        (Some(s), true) => s.models(config.api_key.as_deref()).await,
+        _ => None,
+    };
+    server.warnings = crate::judge::server(config, &server, &metrics);
+    let phase = measured.phase;
     Ok(RunReport {
         config: config.clone(),
         started_at,
@@ -219,8 +219,65 @@ pub async fn execute(
         interrupted: stop.is_cancelled(),
         not_sent: phase.not_sent,
         client: client_overhead,
+        server,
+        served_models,
         system: SystemInfo::current(),
     })
+}
+
+/// The measured phase and what it cost the client.
+struct Measured {
+    phase: runner::PhaseOutcome,
+    cpu_seconds: Option<f64>,
+    wall: std::time::Duration,
+    lag: crate::stats::Distribution,
+    reads: ReadStats,
+}
+
+async fn measure(
+    client: &Client,
+    prepared: &Prepared,
+    driver: &Driver,
+    stop: &CancellationToken,
+    progress: &ProgressMode,
+) -> Measured {
+    let bar = Progress::new("measured", prepared.measured.len(), progress);
+    // Warm-up reads are not the measured phase's.
+    let _ = client.take_read_stats();
+    let probe = LagProbe::start();
+    let (cpu0, wall0) = (overhead::cpu_time(), Instant::now());
+    let phase = runner::drive(
+        client,
+        &prepared.measured,
+        driver,
+        &prepared.tokenizer,
+        stop,
+        &bar,
+    )
+    .await;
+    let (cpu1, wall) = (overhead::cpu_time(), wall0.elapsed());
+    let lag = probe.stop();
+    let reads = client.take_read_stats();
+    bar.finish();
+    Measured {
+        phase,
+        cpu_seconds: cpu0.zip(cpu1).map(|(a, b)| (b - a).as_secs_f64()),
+        wall,
+        lag,
+        reads,
+    }
+}
+
+/// Every figure of the measured phase, and the closed loop's turnarounds when there is one.
+fn figures(config: &RunConfig, records: &[RequestRecord]) -> RunMetrics {
+    let percentiles = with_required(&config.percentiles);
+    let mut metrics = metrics::compute(records, &percentiles, &config.goodput, config.ignore_eos);
+    if let (Some(slots), RequestRate::Infinite) = (config.max_concurrency, config.request_rate) {
+        let gaps = metrics::turnarounds(records, slots.get());
+        metrics.turnaround_ms = (!gaps.is_empty())
+            .then(|| crate::stats::Distribution::from_samples(&gaps, &percentiles));
+    }
+    metrics
 }
 
 async fn warm_up(

@@ -48,6 +48,7 @@ pub fn table(r: &RunReport) -> String {
         &r.config.percentiles,
     );
     client(&mut out, r);
+    server(&mut out, r);
     if !m.failures.is_empty() {
         let _ = writeln!(out, "{:-^WIDTH$}", "Failures by reason");
         for (group, g) in &m.failures {
@@ -146,6 +147,47 @@ fn client(out: &mut String, r: &RunReport) {
     }
 }
 
+/// The server's own means beside the client's (the difference is the network and the HTTP front
+/// end), and what it counted.
+fn server(out: &mut String, r: &RunReport) {
+    let Some(v) = &r.server.view else {
+        return;
+    };
+    let m = &r.metrics;
+    let _ = writeln!(out, "{:-^WIDTH$}", "Server's own view (/metrics)");
+    for (what, server, client) in [
+        ("TTFT", v.ttft_mean_ms, m.ttft_ms.mean),
+        ("ITL", v.itl_mean_ms, m.itl_ms.mean),
+        ("E2EL", v.e2el_mean_ms, m.e2el_ms.mean),
+    ] {
+        if let Some(s) = server {
+            let label = format!("Mean {what} server / client (ms):");
+            let _ = writeln!(out, "{label:<40} {s:.2} / {client:.2}");
+        }
+    }
+    if let Some(share) = v.prefix_cache_hit_share() {
+        let _ = writeln!(
+            out,
+            "{:<40} {:.2}%",
+            "Prefix cache hits (prompt tokens):",
+            share * 100.0
+        );
+    }
+    if let Some(p) = v.preemptions {
+        let _ = writeln!(out, "{:<40} {p:.0}", "Preemptions:");
+    }
+    if let Some(sim) = &v.sim {
+        let lost = crate::judge::sim_lost_share(sim, m.duration.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "{:<40} {:.2}% lost, P99 event {:.2} ms",
+            format!("Simulator schedule ({}x):", sim.time_scale),
+            lost * 100.0,
+            sim.event_lateness_p99_ms.unwrap_or(0.0)
+        );
+    }
+}
+
 fn section(out: &mut String, title: &str, short: &str, d: &Distribution, percentiles: &[f64]) {
     let _ = writeln!(out, "{:-^WIDTH$}", title);
     let _ = writeln!(
@@ -197,5 +239,7 @@ pub fn warnings(r: &RunReport) -> Vec<String> {
         ));
     }
     w.extend(r.client.warnings.iter().cloned());
+    w.extend(r.server.warnings.iter().cloned());
+    w.extend(crate::judge::failures(r));
     w
 }

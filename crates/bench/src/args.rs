@@ -8,7 +8,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
-use bench_core::prompt::PromptSpec;
+use bench_core::prompt::{PromptSpec, SeedOrigin};
 use clap::{Args, Parser};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -74,9 +74,11 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub burstiness: f64,
 
-    /// Seed for prompts and arrivals: the same seed gives the same requests.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for prompts and arrivals: the same seed gives the same requests, so a server that
+    /// served them before may answer from its prefix cache [default: a fresh seed every run,
+    /// recorded in the result]
+    #[arg(long)]
+    pub seed: Option<u64>,
 
     /// Ask the server to ignore end-of-sequence so every request generates the full length.
     #[arg(long)]
@@ -113,6 +115,15 @@ pub struct CommonArgs {
     /// Tensor-parallel size of the server, for per-GPU figures [default: --metadata tp=N, else 1].
     #[arg(long)]
     pub tp: Option<u32>,
+
+    /// How often to scrape the server's /metrics while the run goes on (also at its start and
+    /// end): its own token counts, prefix-cache hits and latencies go into the result.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub server_metrics_interval: String,
+
+    /// Do not scrape the server's /metrics.
+    #[arg(long)]
+    pub no_server_metrics: bool,
 }
 
 /// `bench`: one benchmark run against an OpenAI-compatible server.
@@ -230,7 +241,11 @@ impl CommonArgs {
                 input_len: positive("--random-input-len", shape.input_len)?,
                 range_ratio: r,
                 prefix_len: non_negative("--random-prefix-len", self.random_prefix_len)?,
-                seed: self.seed,
+                seed: self.seed.unwrap_or_else(bench_core::prompt::fresh_seed),
+                seed_origin: match self.seed {
+                    Some(s) => SeedOrigin::Given(s),
+                    None => SeedOrigin::Random,
+                },
             },
             output_len: positive("--random-output-len", shape.output_len)?,
             num_prompts: positive("--num-prompts", shape.num_prompts)? as usize,
@@ -244,6 +259,7 @@ impl CommonArgs {
             save_detailed: self.save_detailed,
             request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
             ca_cert: self.ca_cert.clone().map(check_ca_cert).transpose()?,
+            server_metrics_interval: self.server_metrics_interval()?,
             interrupt_grace: Duration::from_secs(5),
             tp,
             metadata,
@@ -251,6 +267,21 @@ impl CommonArgs {
                 .ok()
                 .filter(|k| !k.is_empty()),
         })
+    }
+
+    /// `--server-metrics-interval`, or `None` with `--no-server-metrics`.
+    fn server_metrics_interval(&self) -> Result<Option<Duration>, UsageError> {
+        if self.no_server_metrics {
+            return Ok(None);
+        }
+        let every = parse_duration("--server-metrics-interval", &self.server_metrics_interval)?;
+        if every < Duration::from_millis(100) {
+            return Err(usage(
+                "--server-metrics-interval",
+                "must be at least 100ms; use --no-server-metrics to turn scraping off",
+            ));
+        }
+        Ok(Some(every))
     }
 
     /// `--tp`, else a `tp=N` metadata pair (the old scripts declared it that way), else 1.

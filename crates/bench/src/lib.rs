@@ -84,7 +84,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         config.num_prompts, config.prompt.input_len, config.num_warmups, tokenizer.source
     );
     let prepared = bench_core::prepare(&config, tokenizer).await?;
-    eprintln!("{}", prompt_line(&prepared.prompt_stats));
+    eprintln!(
+        "{}",
+        prompt_line(&prepared.prompt_stats, config.prompt.seed)
+    );
+    if let Some(caution) = config.prompt.seed_origin.caution() {
+        eprintln!("note: {caution}");
+    }
     let progress = ProgressMode::detect(args.common.disable_tqdm);
     eprintln!("sending to {} (model `{}`)", config.url(), config.model);
     let report = bench_core::execute(&config, &prepared, &stop, progress).await?;
@@ -118,9 +124,9 @@ pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Resul
 }
 
 /// One line of prompt-length figures.
-pub fn prompt_line(s: &bench_core::prompt::PromptStats) -> String {
+pub fn prompt_line(s: &bench_core::prompt::PromptStats, seed: u64) -> String {
     format!(
-        "prompts: {} built in {:.2}s, tokens mean {:.1} (target {:.1}), min {}, max {}, {} missed their target (max miss {}), {} checked by full re-encode",
+        "prompts (seed {seed}): {} built in {:.2}s, tokens mean {:.1} (target {:.1}), min {}, max {}, {} missed their target (max miss {}), {} checked by full re-encode",
         s.count, s.build_seconds, s.mean, s.target_mean, s.min, s.max, s.missed, s.max_abs_miss, s.verified_by_reencoding
     )
 }

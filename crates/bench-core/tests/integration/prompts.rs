@@ -11,6 +11,7 @@ fn spec(input_len: u64, range_ratio: f64, prefix_len: u64, seed: u64) -> PromptS
         range_ratio,
         prefix_len,
         seed,
+        seed_origin: bench_core::prompt::SeedOrigin::Given(seed),
     }
 }
 
