@@ -71,7 +71,18 @@ pub fn read(path: &Path) -> Result<Run, String> {
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     let need = |k: &str| num(&v, k).ok_or_else(|| format!("{}: no usable `{k}`", path.display()));
-    let input_throughput = need("input_throughput")?;
+    // `vllm bench serve` writes no input throughput: it is total input tokens over the duration,
+    // as the Python script defines it.
+    let derived = match (num(&v, "total_input_tokens"), num(&v, "duration")) {
+        (Some(tokens), Some(d)) if d > 0.0 => Some(tokens / d),
+        _ => None,
+    };
+    let input_throughput = num(&v, "input_throughput").or(derived).ok_or_else(|| {
+        format!(
+            "{}: no usable `input_throughput`, nor `total_input_tokens` and `duration` to derive it",
+            path.display()
+        )
+    })?;
     let output_throughput = need("output_throughput")?;
     let run = Run {
         file: path.to_path_buf(),
