@@ -74,7 +74,8 @@ pub struct Expected<'a> {
     pub model: &'a str,
     pub endpoint: &'a str,
     pub range_ratio: f64,
-    pub seed: u64,
+    /// The seed the sweep was given; `None` when it draws its own (any seed then does).
+    pub seed: Option<u64>,
 }
 
 /// Whether `path` holds a finished run of `cell`: every prompt completed, not interrupted, and
@@ -117,7 +118,12 @@ pub fn check_done(path: &Path, cell: &Cell, expected: &Expected<'_>) -> Result<(
             c["prompt"]["range_ratio"].as_f64() == Some(expected.range_ratio),
             "range ratio",
         ),
-        (c["prompt"]["seed"].as_u64() == Some(expected.seed), "seed"),
+        (
+            expected
+                .seed
+                .is_none_or(|s| c["prompt"]["seed_origin"]["given"].as_u64() == Some(s)),
+            "seed",
+        ),
     ];
     if let Some((_, what)) = same.iter().find(|(ok, _)| !ok) {
         return Err(NotDone::DifferentConfig(what));
@@ -183,7 +189,7 @@ mod tests {
             model: "m",
             endpoint: "/v1/completions",
             range_ratio: 0.2,
-            seed: 0,
+            seed: None,
         };
         let path = dir.path().join("x.json");
         assert_eq!(check_done(&path, &cell, &exp), Err(NotDone::Missing));

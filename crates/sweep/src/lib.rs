@@ -83,7 +83,21 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     check_writable(&plan.results_dir)?;
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
+    if let Some(caution) = plan
+        .base
+        .prompt
+        .seed_origin
+        .caution()
+        .filter(|_| !args.simulate)
+    {
+        eprintln!("note: {caution}");
+    }
     let mut session = Session::connect(plan, &args, stop, simulated).await?;
+    if let Some(sim) = &session.simulated {
+        sim.calibrate(&session.plan.base, &session.tokenizer)
+            .await
+            .context("measuring what the machine adds to each request")?;
+    }
     let rows = session.run_cells().await?;
     if let Some(sim) = session.simulated.take() {
         let note = sim.note();
@@ -123,6 +137,7 @@ struct Session {
     tokenizer: std::sync::Arc<bench_core::tokenizer::PromptTokenizer>,
     stop: CancellationToken,
     simulated: Option<simulate::Simulated>,
+    bar: CellsBar,
 }
 
 impl Session {
@@ -148,6 +163,7 @@ impl Session {
         let tokenizer = bench_core::load_tokenizer(&plan.base)
             .await
             .with_context(|| format!("--tokenizer {}", plan.base.tokenizer))?;
+        let bar = CellsBar::new(&plan.progress, plan.cells.len());
         Ok(Self {
             plan,
             discovery,
@@ -155,6 +171,7 @@ impl Session {
             tokenizer,
             stop,
             simulated,
+            bar,
         })
     }
 
@@ -163,20 +180,24 @@ impl Session {
         let mut rows = Vec::new();
         let started = Instant::now();
         let cells = self.plan.cells.clone();
-        let cells_bar = CellsBar::new(&self.plan.progress, cells.len());
         for (i, cell) in cells.iter().enumerate() {
             if self.stop.is_cancelled() {
                 break;
             }
-            cells_bar.say(&cell_line(i, cells.len(), cell, started, &rows));
+            self.say(&cell_line(i, cells.len(), cell, started, &rows));
             let row = self.run_cell(cell).await?;
-            cells_bar.say(&format!("  -> {}", row.describe()));
-            cells_bar.inc();
+            self.say(&format!("  -> {}", row.describe()));
+            self.bar.inc();
             rows.push(row);
             summary::write(&self.plan.results_dir, &rows).context("writing the sweep summary")?;
         }
-        cells_bar.finish();
+        self.bar.finish();
         Ok(rows)
+    }
+
+    /// A line on stderr that does not tear the progress bars.
+    fn say(&self, line: &str) {
+        self.bar.say(line);
     }
 }
 
@@ -320,8 +341,21 @@ fn cell_line(i: usize, total: usize, cell: &Cell, started: Instant, rows: &[Cell
     )
 }
 
-fn cell_config(base: &RunConfig, cell: &Cell, url: &str) -> RunConfig {
+/// The run of `cell`'s `attempt`: its prompts' seed is derived from the sweep's and the cell's
+/// coordinates, so no cell or attempt repeats another's prompts (a server's prefix cache would
+/// serve them). The built-in simulator has no prefix cache: its attempts repeat the cell's
+/// prompts (`attempt` 0), so a demo cell run again is the same cell.
+fn cell_config(base: &RunConfig, cell: &Cell, url: &str, attempt: u32) -> RunConfig {
     let mut c = base.clone();
+    c.prompt.seed = bench_core::prompt::derive_seed(
+        base.prompt.seed,
+        &[
+            cell.input_len,
+            cell.output_len,
+            cell.concurrency,
+            u64::from(attempt),
+        ],
+    );
     c.base_url = url.to_string();
     c.prompt.input_len = cell.input_len;
     c.output_len = cell.output_len;
@@ -338,7 +372,10 @@ fn finished(plan: &Plan, cell: &Cell, done: &std::path::Path) -> bool {
         model: &plan.base.model,
         endpoint: &plan.base.endpoint.path,
         range_ratio: plan.base.prompt.range_ratio,
-        seed: plan.base.prompt.seed,
+        seed: match plan.base.prompt.seed_origin {
+            bench_core::prompt::SeedOrigin::Given(s) => Some(s),
+            bench_core::prompt::SeedOrigin::Random => None,
+        },
     };
     match check_done(done, cell, &expected) {
         Ok(()) => true,
@@ -359,6 +396,9 @@ enum Attempt {
     Ended(CellRow),
     /// Incomplete and kept as `partial`; may be retried.
     Incomplete { partial: PathBuf, seconds: f64 },
+    /// The built-in simulator fell behind its schedule; it now runs slower, and the cell runs
+    /// again (the late attempt is kept as a partial file).
+    SimulatorLate,
 }
 
 impl Session {
@@ -389,6 +429,7 @@ impl Session {
             let (partial, seconds) = match self.attempt(cell, &done, attempt).await? {
                 Attempt::Ended(row) => return Ok(row),
                 Attempt::Incomplete { partial, seconds } => (partial, seconds),
+                Attempt::SimulatorLate => continue,
             };
             let status = if attempt > self.plan.retries {
                 CellStatus::Failed
@@ -418,17 +459,41 @@ impl Session {
     /// One run of `cell`, written as its finished file or as an attempt's partial file.
     async fn attempt(&self, cell: &Cell, done: &Path, attempt: u32) -> anyhow::Result<Attempt> {
         let plan = &self.plan;
-        let config = cell_config(&plan.base, cell, &self.url);
+        let salt = if self.simulated.is_some() { 0 } else { attempt };
+        let config = cell_config(&plan.base, cell, &self.url, salt);
         let started = Instant::now();
         let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?;
         if let Some(sim) = &self.simulated {
             sim.announce(&prepared).await;
+            let scale = sim.pace(cell, plan.base.prompt.range_ratio);
+            self.say(&format!("  simulator at {scale}x real time"));
         }
         let report =
             bench_core::execute(&config, &prepared, &self.stop, plan.progress.clone()).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
         let complete = !report.interrupted && report.metrics.completed == cell.num_prompts as usize;
+        let slower = match &self.simulated {
+            Some(sim) if complete => sim.slow_down_if_late(&report),
+            _ => None,
+        };
+        if slower.is_none() {
+            for w in bench_core::summary::warnings(&report) {
+                self.say(&format!("  warning: {w}"));
+            }
+        }
+        if let Some(line) = slower {
+            let partial =
+                plan.results_dir
+                    .join(cell.partial_name(&plan.name, plan.base.tp, attempt));
+            result::write_atomic(&partial, &value)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            self.say(&format!(
+                "  {line}; the late attempt is kept as {}",
+                partial.display()
+            ));
+            return Ok(Attempt::SimulatorLate);
+        }
         if complete {
             result::write_atomic(done, &value)
                 .with_context(|| format!("writing {}", done.display()))?;

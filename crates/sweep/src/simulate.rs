@@ -1,32 +1,134 @@
 //! `sweep --simulate`: the built-in engine simulator as the server, for a first run with no GPU.
 //!
-//! The simulator runs in-process on 127.0.0.1:0 with a timing preset, `--sim-time-scale` times
-//! faster than real time, and counts prompt tokens with the same tokenizer as the client. The
-//! tokenizer is the DeepSeek-V4 one that ships inside the binary, so the demo needs no files. When
-//! the matrix is not given, a smaller one keeps the demo to a minute or two.
+//! The simulator runs in-process on 127.0.0.1:0 with a timing preset and counts prompt tokens
+//! with the same tokenizer as the client: the DeepSeek-V4 one that ships inside the binary, so
+//! the demo needs no files. When the matrix is not given, a smaller one keeps the demo short.
+//!
+//! **The demo shows the model, not the machine.** The simulator runs its schedule faster than
+//! real time, and every cost that does not scale (the HTTP round trip, waking threads: a few
+//! tenths of a millisecond per request) is multiplied by the time scale when the figures are
+//! converted back to the modelled deployment's time. So the demo measures that cost first
+//! ([`Simulated::calibrate`]: a few requests one at a time, the client's TTFT against the
+//! simulator's own), and runs each cell ([`Simulated::pace`]) as fast as keeps it under
+//! [`OVERHEAD_SHARE`] of the cell's shortest modelled TTFT, up to `--sim-time-scale`. Each
+//! cell's result records its own scale, and the charts convert each file back with its own. A
+//! cell in which the simulator still fell behind its schedule, or in which the client's
+//! turnaround was too slow for the scale, is run again at half the scale
+//! ([`Simulated::slow_down_if_late`]). Prompts are announced before they are sent, so the
+//! simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the request waits.
 
+use crate::cell::Cell;
 use crate::SweepArgs;
 use anyhow::Context;
+use bench_core::RunConfig;
+use bench_sim::timing::Timing;
 use bench_sim::{SimConfig, SimHandle, Simulator};
+use std::sync::Arc;
+use std::sync::Mutex;
 
 /// The gzip-compressed tokenizer the demo builds prompts with (MIT, see its NOTICE.md).
 const TOKENIZER_GZ: &[u8] =
     include_bytes!("../../../testdata/tokenizers/deepseek-v4/tokenizer.json.gz");
 
-/// A running demo simulator and the files it needs.
+/// The demo's prompt seed, unless `--seed` gives another.
+const DEMO_SEED: u64 = 0;
+
+/// The share of a cell's shortest modelled TTFT that the machine's unscaled per-request cost
+/// may take once multiplied by the time scale.
+pub const OVERHEAD_SHARE: f64 = 0.015;
+
+/// A running demo simulator, its pace, and the files it needs.
 #[derive(Debug)]
 pub struct Simulated {
     handle: SimHandle,
-    time_scale: f64,
+    timing: Timing,
+    /// The fastest the user allows (`--sim-time-scale`).
+    max_scale: f64,
+    /// The scale for a cell run again because it fell behind: half the one it fell behind at.
+    retry_scale: Mutex<Option<f64>>,
+    /// The machine's per-request cost that does not scale (wall ms), the largest measured.
+    overhead_ms: Mutex<f64>,
     _tokenizer_dir: tempfile::TempDir,
 }
 
 impl Simulated {
     pub fn note(&self) -> String {
-        format!(
-            "note: these results come from the built-in simulator running {}x faster than real time: latencies are {}x shorter and throughputs {}x higher than the modelled deployment's (recorded as sim_time_scale in each file)",
-            self.time_scale, self.time_scale, self.time_scale
+        "note: these results come from the built-in simulator running faster than real time \
+         (sim_time_scale in each file): their latencies are that many times shorter and their \
+         throughputs that many times higher than the modelled deployment's; the charts show \
+         modelled time"
+            .into()
+    }
+
+    /// Measures the per-request cost the time scale would magnify: 16 requests one at a time,
+    /// the client's mean TTFT minus the simulator's own (both in wall time).
+    pub async fn calibrate(
+        &self,
+        base: &RunConfig,
+        tokenizer: &Arc<bench_core::tokenizer::PromptTokenizer>,
+    ) -> anyhow::Result<()> {
+        let mut c = base.clone();
+        c.prompt.input_len = 256;
+        c.output_len = 2;
+        c.num_prompts = 16;
+        c.num_warmups = 2;
+        c.max_concurrency = std::num::NonZeroUsize::new(1);
+        c.save_detailed = false;
+        let prepared = bench_core::prepare(&c, Arc::clone(tokenizer)).await?;
+        self.announce(&prepared).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let report = bench_core::execute(
+            &c,
+            &prepared,
+            &stop,
+            bench_core::progress::ProgressMode::Off,
         )
+        .await?;
+        self.learn(&report);
+        eprintln!(
+            "the client and this machine add {:.2} ms to every request, which a time scale \
+             multiplies: each cell runs as fast as keeps that under {}% of its modelled TTFT \
+             (at most {}x)",
+            self.overhead(),
+            OVERHEAD_SHARE * 100.0,
+            self.max_scale()
+        );
+        Ok(())
+    }
+
+    /// Takes the per-request cost from a run of requests one at a time against the simulator.
+    fn learn(&self, report: &bench_core::RunReport) {
+        let Some(server_ttft) = report.server.view.as_ref().and_then(|v| v.ttft_mean_ms) else {
+            return;
+        };
+        let measured = report.metrics.ttft_ms.mean - server_ttft;
+        if measured.is_finite() && report.metrics.completed > 0 {
+            if let Ok(mut o) = self.overhead_ms.lock() {
+                *o = o.max(measured);
+            }
+        }
+    }
+
+    fn overhead(&self) -> f64 {
+        self.overhead_ms.lock().map_or(0.0, |o| *o)
+    }
+
+    fn max_scale(&self) -> f64 {
+        self.max_scale
+    }
+
+    /// Sets the time scale for `cell` (see the module doc) and returns it.
+    pub fn pace(&self, cell: &Cell, range_ratio: f64) -> f64 {
+        let shortest = (cell.input_len as f64 * (1.0 - range_ratio))
+            .floor()
+            .max(1.0) as u64;
+        let ttft_ms = self.timing.lone_ttft(shortest).as_secs_f64() * 1e3;
+        let mut scale = scale_for(ttft_ms, self.overhead(), self.max_scale);
+        if let Some(retry) = self.retry_scale.lock().ok().and_then(|mut r| r.take()) {
+            scale = scale.min(retry);
+        }
+        self.handle.set_time_scale(scale);
+        scale
     }
 
     /// Lets the simulator count the cell's prompts before they are sent (see
@@ -41,9 +143,72 @@ impl Simulated {
         self.handle.pretokenize(&bodies).await;
     }
 
+    /// When the simulator fell behind its schedule during `report`'s run (see
+    /// `bench_core::judge`), or the closed loop turned around too slowly for the scale
+    /// ([`Simulated::turnaround_too_slow`]), says so and has the cell run again at half the
+    /// scale (later cells keep their own pace: a machine's rare stall costs a share of a cell
+    /// that a slower run makes smaller); `None` when it kept up, or when it already ran in real
+    /// time (the result then carries the warning).
+    pub fn slow_down_if_late(&self, report: &bench_core::RunReport) -> Option<String> {
+        let view = report.server.view.as_ref()?;
+        let sim = view.sim.as_ref()?;
+        let mut late = bench_core::judge::sim_schedule(sim, report.metrics.duration.as_secs_f64());
+        late.extend(self.turnaround_too_slow(report, sim));
+        let scale = self.handle.time_scale();
+        if late.is_empty() || scale <= 1.0 {
+            return None;
+        }
+        let slower = ((scale / 2.0 * 10.0).floor() / 10.0).max(1.0);
+        if let Ok(mut r) = self.retry_scale.lock() {
+            *r = Some(slower);
+        }
+        Some(format!(
+            "the simulator could not keep {scale:.1}x on this machine ({}): running this cell \
+             again at {slower:.1}x",
+            late.join("; ")
+        ))
+    }
+
+    /// In a closed loop, the request a step's last token triggers must reach the simulator
+    /// before the step after next begins, as it does in real time, or it joins a later step and
+    /// the schedule is the machine's: the client's turnaround plus the simulator's event
+    /// lateness (their P99s, wall time) must stay under the engine's shortest step at this
+    /// scale.
+    fn turnaround_too_slow(
+        &self,
+        report: &bench_core::RunReport,
+        sim: &bench_core::server_metrics::SimSchedule,
+    ) -> Option<String> {
+        let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
+        let lateness = sim.event_lateness_p99_ms.unwrap_or(0.0);
+        let step_ms = self.timing.shortest_step().as_secs_f64() * 1e3 / sim.time_scale;
+        let budget = step_ms;
+        (turnaround + lateness > budget).then(|| {
+            format!(
+                "the client sent the next request {turnaround:.2} ms after one ended, and the \
+                 simulator handed tokens over {lateness:.2} ms late (P99s): more than its \
+                 shortest step at {}x ({budget:.2} ms), so requests may join later steps than in \
+                 real time",
+                sim.time_scale
+            )
+        })
+    }
+
     pub async fn stop(self) {
         self.handle.stop().await;
     }
+}
+
+/// The fastest scale, at most `max`, at which `overhead_ms` of unscaled cost stays under
+/// [`OVERHEAD_SHARE`] of a modelled TTFT of `ttft_ms`: it shows as `overhead_ms * (scale - 1)`
+/// more than it would in real time. Rounded down to a tenth; never below real time.
+fn scale_for(ttft_ms: f64, overhead_ms: f64, max: f64) -> f64 {
+    let fastest = if overhead_ms > 0.0 {
+        1.0 + OVERHEAD_SHARE * ttft_ms / overhead_ms
+    } else {
+        max
+    };
+    ((fastest.min(max) * 10.0).floor() / 10.0).max(1.0)
 }
 
 /// Starts the simulator and points `args` at it, filling demo defaults the user did not set.
@@ -73,13 +238,14 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     })?;
     config.time_scale = args.sim_time_scale;
     config.tokenizer = Some(tok_path.clone());
+    let timing = config.timing.clone();
     let tp = match &config.timing {
         bench_sim::timing::Timing::Batching(p) => p.tp,
         bench_sim::timing::Timing::Fixed { .. } => 1,
     };
     let handle = Simulator::start(config, "127.0.0.1:0".parse()?).await?;
     eprintln!(
-        "started the built-in simulator at {} (preset {}, {}x real time)",
+        "started the built-in simulator at {} (preset {}, up to {}x real time)",
         handle.url(),
         args.sim_preset,
         args.sim_time_scale
@@ -93,9 +259,12 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     if c.tp.is_none() && !c.metadata.iter().any(|m| m.starts_with("tp=")) {
         c.tp = Some(tp);
     }
-    c.metadata
-        .push(format!("sim_time_scale={}", args.sim_time_scale));
     c.metadata.push(format!("sim_preset={}", args.sim_preset));
+    // The simulator has no prefix cache, so the demo may repeat its prompts: the same seed every
+    // time makes the same charts every time.
+    if c.seed.is_none() {
+        c.seed = Some(DEMO_SEED);
+    }
     let m = &mut args.matrix;
     if m.config.is_none() {
         m.input_lens.get_or_insert_with(|| "1024,4096,8192".into());
@@ -107,7 +276,27 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     }
     Ok(Simulated {
         handle,
-        time_scale: args.sim_time_scale,
+        timing,
+        max_scale: args.sim_time_scale,
+        retry_scale: Mutex::new(None),
+        overhead_ms: Mutex::new(0.0),
         _tokenizer_dir: dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_keeps_the_magnified_overhead_under_its_share() {
+        // 0.3 ms on a 70 ms TTFT: 1.5% of 70 is 1.05 ms, reached at 1 + 1.05 / 0.3 = 4.5x.
+        assert_eq!(scale_for(70.0, 0.3, 20.0), 4.5);
+        let magnified = 0.3 * (4.5 - 1.0);
+        assert!(magnified <= OVERHEAD_SHARE * 70.0 + 1e-12);
+        // Long TTFTs run at the most allowed; a huge overhead never slows below real time.
+        assert_eq!(scale_for(1000.0, 0.3, 20.0), 20.0);
+        assert_eq!(scale_for(10.0, 50.0, 20.0), 1.0);
+        assert_eq!(scale_for(70.0, 0.0, 8.0), 8.0);
+    }
 }
