@@ -11,9 +11,28 @@ build-static:
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
     @echo "static binaries in target/x86_64-unknown-linux-gnu/release/"
 
-# The whole test suite (what CI runs after fmt and clippy).
+# The whole test suite (what CI runs after fmt and clippy): cargo test, then the Slurm and vLLM
+# tests, installing what they need (scripts/test).
 test:
-    cargo test --workspace
+    scripts/test
+
+# The Slurm tests alone: the workflow on a real one-node Slurm, and shellcheck (needs slurm-wlm,
+# munge, curl and shellcheck; scripts/test installs them).
+slurm-test:
+    cargo test -p sweep --test slurm -- --ignored
+
+# The conformance tests against a real vLLM (installs vLLM's CPU build into a cached venv).
+conformance *FILTER:
+    conformance/run.sh {{FILTER}}
+
+# Regenerate testdata/results/vllm with vllm bench serve against a real vLLM (and VERSIONS).
+foreign-fixtures:
+    conformance/run.sh fixtures
+
+# The test suite RUNS times in a row with another process spinning on one core; prints each
+# run's time and the failures (a suite that holds on a busy machine).
+stress-tests RUNS="10":
+    scripts/stress-tests {{RUNS}}
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -49,6 +68,12 @@ cancel:
 fidelity LEVELS="1,10,100,500,1000,2000" RUNS="5" *ARGS:
     cargo build --release -p bench -p bench-sim
     cargo run --release -p bench --example fidelity -- {{LEVELS}} --flood --runs {{RUNS}} {{ARGS}}
+
+# How close the demo comes to its simulator's model on this machine: real time against the demo's
+# own pace, idle and with one core loaded (docs/simulator.md).
+demo-fidelity SCALES="20" *ARGS:
+    cargo build --release -p sweep --bins --examples
+    target/release/examples/demo_fidelity {{SCALES}} {{ARGS}}
 
 # Time to build 640 prompts of 14,000 tokens.
 prompt-speed:
