@@ -148,13 +148,60 @@ fn default_title(runs: &[load::Run]) -> String {
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join("/");
-    let sim = runs
+    let sim = if runs.iter().any(|r| r.sim_time_scale.is_some()) {
+        " - simulator, shown in modelled time"
+    } else {
+        ""
+    };
+    let late = runs
         .iter()
-        .find_map(|r| r.sim_time_scale)
-        .map(|s| format!(" - simulator, run at {s}x and shown in modelled time"))
-        .unwrap_or_default();
+        .filter(|r| r.sim_kept_schedule == Some(false))
+        .count();
+    let late = match late {
+        0 => String::new(),
+        n => format!(
+            " - {n} of {} runs fell behind the model's schedule",
+            runs.len()
+        ),
+    };
     format!(
-        "{} (OSL {osl}){sim}",
+        "{} (OSL {osl}){sim}{late}",
         names.into_iter().collect::<Vec<_>>().join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, kept: Option<bool>) -> load::Run {
+        load::Run {
+            file: format!("{name}_tp4_isl1024_osl128_conc4.json").into(),
+            tp: 4,
+            isl: 1024,
+            osl: 128,
+            conc: 4,
+            input_throughput: 1.0,
+            output_throughput: 1.0,
+            total_throughput: 2.0,
+            median_ttft_ms: None,
+            p99_ttft_ms: None,
+            median_tpot_ms: None,
+            p99_tpot_ms: None,
+            sim_time_scale: kept.map(|_| 5.0),
+            sim_kept_schedule: kept,
+        }
+    }
+
+    #[test]
+    fn a_title_says_when_the_simulator_fell_behind() {
+        let clean = default_title(&[run("sim", Some(true)), run("sim", Some(true))]);
+        assert_eq!(clean, "sim (OSL 128) - simulator, shown in modelled time");
+        let late = default_title(&[run("sim", Some(true)), run("sim", Some(false))]);
+        assert!(
+            late.ends_with("1 of 2 runs fell behind the model's schedule"),
+            "{late}"
+        );
+        assert_eq!(default_title(&[run("m", None)]), "m (OSL 128)");
+    }
 }

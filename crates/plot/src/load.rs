@@ -25,6 +25,9 @@ pub struct Run {
     /// Set for runs against the built-in simulator sped up by this factor; the figures above are
     /// already converted back to the modelled deployment's time.
     pub sim_time_scale: Option<f64>,
+    /// For runs against the simulator: whether it kept its schedule (its figures are the
+    /// model's); `Some(false)` is said on the chart.
+    pub sim_kept_schedule: Option<bool>,
 }
 
 impl Run {
@@ -99,6 +102,7 @@ pub fn read(path: &Path) -> Result<Run, String> {
         median_tpot_ms: latency_ms(&v, "median_tpot_ms", "median_tpot"),
         p99_tpot_ms: latency_ms(&v, "p99_tpot_ms", "p99_tpot"),
         sim_time_scale: None,
+        sim_kept_schedule: v.get("sim_kept_schedule").and_then(Value::as_bool),
     };
     Ok(match sim_time_scale(&v) {
         Some(scale) => run.in_modelled_time(scale),

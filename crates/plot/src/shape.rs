@@ -340,6 +340,7 @@ mod tests {
             median_tpot_ms: Some(p99_tpot_ms / 2.0),
             p99_tpot_ms: Some(p99_tpot_ms),
             sim_time_scale: None,
+            sim_kept_schedule: None,
         }
     }
 
