@@ -4,14 +4,13 @@
 //! library never sees a string where a number or an enum belongs.
 
 use crate::prompt::PromptSpec;
-
 use crate::stream::ApiKind;
-use serde::Serialize;
+use bench_result::settings::{EndpointEcho, PromptEcho, Rate, RunSettings, SloEcho};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// Which OpenAI-compatible route requests go to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub path: String,
     pub api: ApiKind,
@@ -42,17 +41,18 @@ pub enum RequestRate {
     PerSecond(f64),
 }
 
-impl Serialize for RequestRate {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl RequestRate {
+    /// As the result file writes it.
+    pub fn echo(self) -> Rate {
         match self {
-            Self::Infinite => s.serialize_str("inf"),
-            Self::PerSecond(r) => s.serialize_f64(*r),
+            Self::Infinite => Rate::Infinite,
+            Self::PerSecond(r) => Rate::PerSecond(r),
         }
     }
 }
 
 /// Service-level objectives for goodput, in milliseconds; a request is good when all given hold.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Slo {
     pub ttft_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
@@ -66,7 +66,7 @@ impl Slo {
 }
 
 /// Everything one run needs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RunConfig {
     /// Name sent as `model` in requests.
     pub model: String,
@@ -88,10 +88,8 @@ pub struct RunConfig {
     pub goodput: Slo,
     pub percentiles: Vec<f64>,
     pub save_detailed: bool,
-    #[serde(serialize_with = "seconds")]
     pub request_timeout: Duration,
     /// How long requests in flight may finish after an interrupt.
-    #[serde(serialize_with = "seconds")]
     pub interrupt_grace: Duration,
     /// Tensor-parallel size the run declares, for per-GPU figures.
     pub tp: u32,
@@ -101,28 +99,55 @@ pub struct RunConfig {
     pub ca_cert: Option<std::path::PathBuf>,
     /// Scrape the server's `/metrics` at the start and end of the run and this often while it
     /// runs; `None`: never.
-    #[serde(serialize_with = "optional_seconds")]
     pub server_metrics_interval: Option<Duration>,
-    /// Bearer token; never serialized.
-    #[serde(skip)]
+    /// Bearer token; never in the result file or a log.
     pub api_key: Option<String>,
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn optional_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
 }
 
 /// How often `/metrics` is scraped while a run goes on, unless told otherwise.
 pub const SERVER_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl RunConfig {
+    /// What the result file echoes: every setting but the API key.
+    pub fn settings(&self) -> RunSettings {
+        RunSettings {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            base_url: self.base_url.clone(),
+            endpoint: EndpointEcho {
+                path: self.endpoint.path.clone(),
+                api: self.endpoint.api,
+            },
+            prompt: PromptEcho {
+                input_len: self.prompt.input_len,
+                range_ratio: self.prompt.range_ratio,
+                prefix_len: self.prompt.prefix_len,
+                seed: self.prompt.seed,
+                seed_origin: self.prompt.seed_origin,
+            },
+            output_len: self.output_len,
+            num_prompts: self.num_prompts as u64,
+            num_warmups: self.num_warmups as u64,
+            max_concurrency: self.max_concurrency.map(|n| n.get() as u64),
+            request_rate: self.request_rate.echo(),
+            burstiness: self.burstiness,
+            ignore_eos: self.ignore_eos,
+            goodput: SloEcho {
+                ttft_ms: self.goodput.ttft_ms,
+                tpot_ms: self.goodput.tpot_ms,
+                e2el_ms: self.goodput.e2el_ms,
+            },
+            percentiles: self.percentiles.clone(),
+            save_detailed: self.save_detailed,
+            request_timeout: self.request_timeout.as_secs_f64(),
+            interrupt_grace: self.interrupt_grace.as_secs_f64(),
+            tp: self.tp,
+            metadata: self.metadata.clone(),
+            ca_cert: self.ca_cert.as_ref().map(|p| p.display().to_string()),
+            server_metrics_interval: self.server_metrics_interval.map(|d| d.as_secs_f64()),
+        }
+    }
+
     /// The full URL requests are posted to.
     pub fn url(&self) -> String {
         format!(
@@ -187,10 +212,10 @@ mod tests {
     }
 
     #[test]
-    fn api_key_is_never_serialized() {
+    fn the_echo_never_holds_the_api_key() {
         let mut c = RunConfig::new("m", "t", "http://h");
         c.api_key = Some("sk-secret".into());
-        let json = serde_json::to_string(&c).expect("serializes");
+        let json = serde_json::to_string(&c.settings()).expect("serializes");
         assert!(!json.contains("sk-secret"));
         assert!(json.contains("\"request_rate\":\"inf\""));
     }

@@ -1,6 +1,12 @@
 //! What a run's figures and the server's own counters say about the run's trustworthiness: the
 //! thresholds, stated once, and the warnings they raise.
 //!
+//! Client checks ([`client`]): the client **may have been the limit** when its reads waited more
+//! than [`LAG_LIMIT_MS`] at P99 (or, without kernel stamps, its runtime woke that late), when it
+//! used more than [`CPU_LIMIT_SHARE`] of its cores, or when it sent requests more than
+//! [`SEND_LAG_LIMIT_MS`] behind a rate schedule at P99 (`client_bound`); and events read
+//! together with the next one of their stream past [`SHARED_READ_SHARE`] are a caveat.
+//!
 //! Server checks (from `/metrics`, [`crate::server_metrics`]):
 //! - prompt tokens found in the prefix cache during the measured phase, when no shared prefix was
 //!   asked for (more than [`PREFIX_HIT_SHARE`] of them): TTFT and prefill throughput are then
@@ -15,9 +21,123 @@
 
 use crate::config::RunConfig;
 use crate::metrics::RunMetrics;
-use crate::run::ServerReport;
-use crate::server_metrics::SimSchedule;
+use crate::stats::Distribution;
 use crate::stream::ApiKind;
+use crate::transport::ReadStats;
+use bench_result::sections::{ClientSection, ServerSection, SimSchedule, Timestamps};
+
+/// Reads waiting, or a runtime waking, later than this at P99 mean the client fell behind.
+pub const LAG_LIMIT_MS: f64 = 5.0;
+/// Output events sharing a read above this share are worth a caveat.
+pub const SHARED_READ_SHARE: f64 = 0.01;
+/// CPU use above this share of the cores means the client ran out of CPU.
+pub const CPU_LIMIT_SHARE: f64 = 0.85;
+/// Sends later than this behind the arrival schedule at P99 mean the client fell behind.
+pub const SEND_LAG_LIMIT_MS: f64 = 10.0;
+
+/// What the measured phase cost the client, as the OS and the client's own probes saw it.
+#[derive(Debug)]
+pub struct ClientCost<'a> {
+    pub cpu_seconds: Option<f64>,
+    pub wall_seconds: f64,
+    /// How late a timer on the client's runtime woke, ms.
+    pub lag: &'a Distribution,
+    pub reads: &'a ReadStats,
+}
+
+/// The client section: its cost, where its timestamps came from, and its warnings.
+pub fn client(cost: &ClientCost<'_>, m: &RunMetrics) -> ClientSection {
+    let cores = crate::report::cores();
+    let reads = cost.reads;
+    let timestamps = match (reads.kernel_stamped, reads.read_stamped) {
+        (0, _) => Timestamps::Read,
+        (_, 0) => Timestamps::Kernel,
+        _ => Timestamps::Mixed,
+    };
+    let kernel_reads = Some(reads).filter(|r| r.kernel_stamped > 0);
+    let wait_ms = |q: f64| kernel_reads.map(|r| r.waited_ns.value_at_quantile(q) as f64 / 1e6);
+    let utilization = cost.cpu_seconds.map(|c| {
+        if cost.wall_seconds > 0.0 {
+            c / cost.wall_seconds
+        } else {
+            0.0
+        }
+    });
+    let lag_p99 = cost.lag.percentile(99.0).unwrap_or(0.0);
+    let mut warnings = bound_warnings(
+        wait_ms(0.99).filter(|_| timestamps == Timestamps::Kernel),
+        lag_p99,
+        utilization.map(|u| (u, cores)),
+        m,
+    );
+    // Everything above means the client may have been the limit; what follows is a caveat.
+    let client_bound = !warnings.is_empty();
+    let shared = m.events_sharing_a_read as f64 / m.output_events.max(1) as f64;
+    if shared > SHARED_READ_SHARE {
+        warnings.push(format!(
+            "{:.1}% of output events were read together with the next one of their stream and \
+             carry its arrival time: either the server sent them together (the times are right), \
+             or the client fell behind (see client.read_wait_*) and the ITLs around them read too \
+             short and too long",
+            shared * 100.0
+        ));
+    }
+    let events = m.output_events as f64;
+    ClientSection {
+        cpu_seconds: cost.cpu_seconds,
+        cpu_utilization: utilization,
+        cores: cores as u64,
+        cpu_seconds_per_100k_events: cost
+            .cpu_seconds
+            .filter(|_| events > 0.0)
+            .map(|c| c / events * 1e5),
+        peak_rss_bytes: crate::overhead::peak_rss_bytes(),
+        runtime_lag_p50_ms: cost.lag.median,
+        runtime_lag_p99_ms: lag_p99,
+        runtime_lag_max_ms: cost.lag.max,
+        timestamps,
+        read_wait_p50_ms: wait_ms(0.5),
+        read_wait_p99_ms: wait_ms(0.99),
+        read_wait_max_ms: kernel_reads.map(|r| r.waited_ns.max() as f64 / 1e6),
+        client_bound,
+        warnings,
+    }
+}
+
+/// The warnings that mean the client may have been the limit.
+fn bound_warnings(
+    kernel_wait_p99_ms: Option<f64>,
+    lag_p99_ms: f64,
+    utilization: Option<(f64, usize)>,
+    m: &RunMetrics,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    match kernel_wait_p99_ms {
+        Some(wait) if wait > LAG_LIMIT_MS => w.push(format!(
+            "the client read arriving data {wait:.1} ms late at p99: event times are the kernel's \
+             arrival times, but a stream whose events waited together shares the newest one's \
+             time, and requests may have been sent late"
+        )),
+        Some(_) => {}
+        None if lag_p99_ms > LAG_LIMIT_MS => w.push(format!(
+            "the client's runtime woke {lag_p99_ms:.1} ms late at p99: its timestamps may be late \
+             by as much"
+        )),
+        None => {}
+    }
+    if let Some((used, cores)) = utilization.filter(|(u, c)| *u > CPU_LIMIT_SHARE * *c as f64) {
+        w.push(format!(
+            "the client used {used:.2} of {cores} cores: it may have been the bottleneck"
+        ));
+    }
+    let send_lag = m.send_lag_ms.as_ref().and_then(|l| l.percentile(99.0));
+    if send_lag.is_some_and(|l| l > SEND_LAG_LIMIT_MS) {
+        w.push(format!(
+            "requests were sent more than {SEND_LAG_LIMIT_MS} ms behind the arrival schedule at p99"
+        ));
+    }
+    w
+}
 
 /// Prefix-cache hits above this share of the phase's prompt tokens are warned about.
 pub const PREFIX_HIT_SHARE: f64 = 0.0;
@@ -29,7 +149,7 @@ pub const SIM_LOST_SHARE: f64 = 0.01;
 pub const SIM_EVENT_P99_MODELLED_MS: f64 = 20.0;
 
 /// Warnings from the server's own view of the run.
-pub fn server(config: &RunConfig, server: &ServerReport, m: &RunMetrics) -> Vec<String> {
+pub fn server(config: &RunConfig, server: &ServerSection, m: &RunMetrics) -> Vec<String> {
     let mut w = Vec::new();
     let Some(view) = &server.view else {
         return w;
@@ -57,13 +177,12 @@ pub fn server(config: &RunConfig, server: &ServerReport, m: &RunMetrics) -> Vec<
             ));
         }
     }
-    let sent_prompt: u64 = m.sent_input_tokens;
-    if config.endpoint.api == ApiKind::Completions {
-        if let Some(server_prompt) = view.prompt_tokens {
-            mismatch(&mut w, "prompt", server_prompt, sent_prompt as f64);
-        }
-    }
+    // Failed requests may or may not have reached the engine: counts compare only without them.
     if m.failed == 0 {
+        let completions = config.endpoint.api == ApiKind::Completions;
+        if let Some(server_prompt) = view.prompt_tokens.filter(|_| completions) {
+            mismatch(&mut w, "prompt", server_prompt, m.sent_input_tokens as f64);
+        }
         if let Some(server_gen) = view.generation_tokens {
             mismatch(
                 &mut w,
@@ -124,7 +243,7 @@ pub fn sim_lost_share(sim: &SimSchedule, duration_s: f64) -> f64 {
 }
 
 /// What to do about the run's failures, for the reasons a user can act on.
-pub fn failures(report: &crate::RunReport) -> Vec<String> {
+pub fn failures(report: &crate::report::RunReport) -> Vec<String> {
     let m = &report.metrics;
     let c = &report.config;
     let mut w = Vec::new();

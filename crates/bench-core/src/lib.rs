@@ -1,9 +1,9 @@
 //! inferperf's measurement library: everything between a validated configuration and a result
 //! file, with no command-line parsing.
 //!
-//! Measurement is kept apart from analysis. [`client`] and [`runner`] produce
+//! Measurement is kept apart from analysis. [`client`] and [`driver`] produce
 //! [`record::RequestRecord`]s of raw instants, token counts and outcomes; [`metrics`] and
-//! [`stats`] are pure functions over records; [`result`] turns a [`run::RunReport`] into the result
+//! [`stats`] are pure functions over records; [`result`] turns a [`report::RunReport`] into the result
 //! file. [`stream`] (SSE decoding and event classification) and [`prompt`] (exact-length random
 //! prompts) are pure too, so each is tested without a network.
 
@@ -11,6 +11,7 @@ pub mod chunked;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod driver;
 pub mod exposition;
 pub mod judge;
 pub mod metrics;
@@ -18,10 +19,10 @@ pub mod overhead;
 pub mod progress;
 pub mod prompt;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod result;
 pub mod run;
-pub mod runner;
 pub mod server_metrics;
 pub mod socket;
 pub mod stats;
@@ -32,4 +33,5 @@ pub mod tokenizer;
 pub mod transport;
 
 pub use config::{Endpoint, RequestRate, RunConfig, Slo};
-pub use run::{execute, load_tokenizer, prepare, RunError, RunReport};
+pub use report::RunReport;
+pub use run::{execute, load_tokenizer, prepare, RunError};

@@ -7,29 +7,9 @@
 use crate::config::Slo;
 use crate::record::{RequestRecord, TokenCountSource};
 use crate::stats::Distribution;
+pub use bench_result::sections::{FailureGroup, PromptCheck};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// Failures of one kind.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct FailureGroup {
-    pub count: usize,
-    /// The first message seen, to show what went wrong.
-    pub example: String,
-}
-
-/// What the server said the prompts were, against what the client built.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct PromptCheck {
-    /// Completed requests whose reply carried `usage.prompt_tokens`.
-    pub reported: usize,
-    /// Of those, how many differ from the client's count.
-    pub mismatched: usize,
-    /// Largest |server - client| difference.
-    pub max_abs_diff: u64,
-    /// Mean of (server - client).
-    pub mean_diff: f64,
-}
 
 /// Every figure of one run.
 #[derive(Debug, Clone)]
@@ -269,8 +249,8 @@ fn prompt_check(ok: &[&RequestRecord]) -> PromptCheck {
         })
         .collect();
     PromptCheck {
-        reported: diffs.len(),
-        mismatched: diffs.iter().filter(|d| **d != 0).count(),
+        reported: diffs.len() as u64,
+        mismatched: diffs.iter().filter(|d| **d != 0).count() as u64,
         max_abs_diff: diffs.iter().map(|d| d.unsigned_abs()).max().unwrap_or(0),
         mean_diff: if diffs.is_empty() {
             0.0

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 pub const MAX_REPAIR_ROUNDS: usize = 12;
 
 /// Which prompts to build.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PromptSpec {
     /// `L`: mean random length in tokens (server count, prefix excluded).
     pub input_len: u64,
@@ -52,34 +52,25 @@ pub struct PromptSpec {
     pub seed_origin: SeedOrigin,
 }
 
-/// Where a run's prompt seed came from.
+/// Where a run's prompt seed came from: drawn for the run, or given.
 ///
 /// A server's prefix cache keeps prompts it has seen; prompts that repeat an earlier run's are
 /// served from it and make TTFT and prefill throughput look better than they are. So by default
 /// every run draws a fresh seed, and a sweep derives each cell's (and each attempt's) seed from
 /// its own: no two runs share a prompt prefix unless `--random-prefix-len` asks for one. A
 /// given `--seed` reproduces a run exactly, prefix cache and all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeedOrigin {
-    /// Drawn from the operating system's randomness for this run.
-    Random,
-    /// Derived from the seed the user gave (`--seed`), which is kept here.
-    Given(u64),
-}
+pub use bench_result::settings::SeedOrigin;
 
-impl SeedOrigin {
-    /// What a user should know before sending prompts from a given seed; nothing for a fresh one.
-    pub fn caution(self) -> Option<String> {
-        match self {
-            Self::Random => None,
-            Self::Given(s) => Some(format!(
-                "--seed {s}: these prompts repeat those of any earlier run with the same seed and \
-                 lengths; a server that served them may answer from its prefix cache and show a \
-                 shorter TTFT (leave --seed out for fresh prompts; the result's server section \
-                 says whether the cache was hit)"
-            )),
-        }
+/// What a user should know before sending prompts from a given seed; nothing for a fresh one.
+pub fn seed_caution(origin: SeedOrigin) -> Option<String> {
+    match origin {
+        SeedOrigin::Random => None,
+        SeedOrigin::Given(s) => Some(format!(
+            "--seed {s}: these prompts repeat those of any earlier run with the same seed and \
+             lengths; a server that served them may answer from its prefix cache and show a \
+             shorter TTFT (leave --seed out for fresh prompts; the result's server section \
+             says whether the cache was hit)"
+        )),
     }
 }
 
@@ -118,22 +109,8 @@ pub struct Prompt {
     pub target: u64,
 }
 
-/// Length figures for a built set.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct PromptStats {
-    pub count: usize,
-    pub target_mean: f64,
-    pub mean: f64,
-    pub min: u64,
-    pub max: u64,
-    /// Prompts whose verified length differs from their target.
-    pub missed: usize,
-    /// Largest |tokens - target| over the set.
-    pub max_abs_miss: u64,
-    /// Prompts whose final text was re-encoded in full to check its length.
-    pub verified_by_reencoding: usize,
-    pub build_seconds: f64,
-}
+/// Length figures for a built set (the result file's `prompt_lengths`).
+pub type PromptStats = bench_result::sections::PromptLengths;
 
 /// Builds `count` prompts for `role`. Runs on every core (rayon).
 pub fn build(
@@ -200,7 +177,7 @@ pub fn build(
         }
     }
     let mut stats = stats_of(&prompts, started.elapsed());
-    stats.verified_by_reencoding = verified;
+    stats.verified_by_reencoding = verified as u64;
     Ok((prompts, stats))
 }
 
@@ -518,18 +495,18 @@ fn stats_of(prompts: &[Prompt], took: Duration) -> PromptStats {
     }
     let n = prompts.len() as f64;
     PromptStats {
-        count: prompts.len(),
+        count: prompts.len() as u64,
         target_mean: prompts.iter().map(|p| p.target as f64).sum::<f64>() / n,
         mean: prompts.iter().map(|p| p.tokens as f64).sum::<f64>() / n,
         min: prompts.iter().map(|p| p.tokens).min().unwrap_or(0),
         max: prompts.iter().map(|p| p.tokens).max().unwrap_or(0),
-        missed: prompts.iter().filter(|p| p.tokens != p.target).count(),
+        missed: prompts.iter().filter(|p| p.tokens != p.target).count() as u64,
         max_abs_miss: prompts
             .iter()
             .map(|p| p.tokens.abs_diff(p.target))
             .max()
             .unwrap_or(0),
-        verified_by_reencoding: prompts.len(),
+        verified_by_reencoding: prompts.len() as u64,
         build_seconds: took.as_secs_f64(),
     }
 }

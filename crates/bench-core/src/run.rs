@@ -5,18 +5,18 @@
 
 use crate::client::Client;
 use crate::config::{RequestRate, RunConfig};
+use crate::driver::{self, Driver};
 use crate::metrics::{self, RunMetrics};
 use crate::overhead::{self, LagProbe};
 use crate::progress::{Progress, ProgressMode};
 use crate::prompt::{self, PromptRole, PromptStats};
 use crate::record::RequestRecord;
+use crate::report::{system_info, RunReport};
 use crate::request::{self, RequestPlan};
-use crate::runner::{self, Driver};
-pub use crate::server_metrics::ServerReport;
 use crate::server_metrics::{RunScrapes, Scraper};
 use crate::tokenizer::{HubSettings, PromptTokenizer, TokenizerError};
 use crate::transport::ReadStats;
-use serde::Serialize;
+use bench_result::sections::Warmup;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,88 +30,6 @@ pub enum RunError {
     Client(String),
     #[error("prompt building stopped: {0}")]
     Join(String),
-}
-
-/// Warm-up phase figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct WarmupSummary {
-    pub requests: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub seconds: f64,
-}
-
-/// The client's own cost during the measured phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClientOverhead {
-    pub cpu_seconds: Option<f64>,
-    /// CPU seconds per wall second; `cores` is the ceiling.
-    pub cpu_utilization: Option<f64>,
-    pub cores: usize,
-    pub cpu_seconds_per_100k_events: Option<f64>,
-    pub peak_rss_bytes: Option<u64>,
-    /// How late the runtime woke a timer: the delay between data being readable and being
-    /// timestamped when the client is busy.
-    pub runtime_lag_p50_ms: f64,
-    pub runtime_lag_p99_ms: f64,
-    pub runtime_lag_max_ms: f64,
-    /// Where event timestamps came from: `kernel` (arrival times the kernel recorded), `read`
-    /// (when each read returned), or `mixed`.
-    pub timestamps: &'static str,
-    /// How long arrived data waited in the socket before the client read it (kernel-stamped reads
-    /// only): a read-time stamp would have been late by this much.
-    pub read_wait_p50_ms: Option<f64>,
-    pub read_wait_p99_ms: Option<f64>,
-    pub read_wait_max_ms: Option<f64>,
-    /// True when the client, not the server, probably limited the run.
-    pub client_bound: bool,
-    pub warnings: Vec<String>,
-}
-
-/// The machine the client ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct SystemInfo {
-    pub hostname: String,
-    pub os: String,
-    pub arch: String,
-    pub cores: usize,
-}
-
-impl SystemInfo {
-    pub fn current() -> Self {
-        Self {
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_default(),
-            os: std::env::consts::OS.into(),
-            arch: std::env::consts::ARCH.into(),
-            cores: cores(),
-        }
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
-
-/// Everything a run produced.
-#[derive(Debug)]
-pub struct RunReport {
-    pub config: RunConfig,
-    pub started_at: chrono::DateTime<chrono::Local>,
-    pub prompt_stats: PromptStats,
-    pub warmup: Option<WarmupSummary>,
-    pub metrics: RunMetrics,
-    pub records: Vec<RequestRecord>,
-    pub interrupted: bool,
-    pub not_sent: usize,
-    pub client: ClientOverhead,
-    /// What the server's own `/metrics` said of the measured phase.
-    pub server: ServerReport,
-    /// The models the server serves, asked when requests failed with HTTP 404.
-    pub served_models: Option<Vec<String>>,
-    pub system: SystemInfo,
 }
 
 /// Requests built and ready: what [`execute`] sends.
@@ -196,13 +114,13 @@ pub async fn execute(
     let mut server = scrapes.measured_ended().await;
 
     let metrics = figures(config, &measured.phase.records);
-    let client_overhead = judge_client(
-        measured.cpu_seconds,
-        measured.wall.as_secs_f64(),
-        &measured.lag,
-        &measured.reads,
-        &metrics,
-    );
+    let cost = crate::judge::ClientCost {
+        cpu_seconds: measured.cpu_seconds,
+        wall_seconds: measured.wall.as_secs_f64(),
+        lag: &measured.lag,
+        reads: &measured.reads,
+    };
+    let client_overhead = crate::judge::client(&cost, &metrics);
     let served_models = match (&server_probe, metrics.failures.contains_key("http_404")) {
         (Some(s), true) => s.models(config.api_key.as_deref()).await,
         _ => None,
@@ -221,13 +139,13 @@ pub async fn execute(
         client: client_overhead,
         server,
         served_models,
-        system: SystemInfo::current(),
+        system: system_info(),
     })
 }
 
 /// The measured phase and what it cost the client.
 struct Measured {
-    phase: runner::PhaseOutcome,
+    phase: driver::PhaseOutcome,
     cpu_seconds: Option<f64>,
     wall: std::time::Duration,
     lag: crate::stats::Distribution,
@@ -246,7 +164,7 @@ async fn measure(
     let _ = client.take_read_stats();
     let probe = LagProbe::start();
     let (cpu0, wall0) = (overhead::cpu_time(), Instant::now());
-    let phase = runner::drive(
+    let phase = driver::drive(
         client,
         &prepared.measured,
         driver,
@@ -286,14 +204,14 @@ async fn warm_up(
     driver: &Driver,
     stop: &CancellationToken,
     progress: &ProgressMode,
-) -> WarmupSummary {
+) -> Warmup {
     let bar = Progress::new("warm-up", prepared.warmups.len(), progress);
     let started = Instant::now();
     let warm_driver = Driver {
         rate: RequestRate::Infinite,
         ..driver.clone()
     };
-    let phase = runner::drive(
+    let phase = driver::drive(
         client,
         &prepared.warmups,
         &warm_driver,
@@ -304,10 +222,10 @@ async fn warm_up(
     .await;
     bar.finish();
     let completed = phase.records.iter().filter(|r| r.is_success()).count();
-    WarmupSummary {
-        requests: phase.records.len(),
-        completed,
-        failed: phase.records.len() - completed,
+    Warmup {
+        requests: phase.records.len() as u64,
+        completed: completed as u64,
+        failed: (phase.records.len() - completed) as u64,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -321,86 +239,4 @@ fn with_required(requested: &[f64]) -> Vec<f64> {
         }
     }
     all
-}
-
-/// Runtime lag above this at p99 means reads were timestamped late.
-const LAG_LIMIT_MS: f64 = 5.0;
-/// Output events sharing a read above this share are worth a warning.
-const SHARED_READ_SHARE: f64 = 0.01;
-/// CPU use above this share of the cores means the client ran out of CPU.
-const CPU_LIMIT_SHARE: f64 = 0.85;
-
-fn judge_client(
-    cpu: Option<f64>,
-    wall: f64,
-    lag: &crate::stats::Distribution,
-    reads: &ReadStats,
-    metrics: &RunMetrics,
-) -> ClientOverhead {
-    let cores = cores();
-    let utilization = cpu.map(|c| if wall > 0.0 { c / wall } else { 0.0 });
-    let p99 = lag.percentile(99.0).unwrap_or(0.0);
-    let kernel_reads = Some(reads).filter(|r| r.kernel_stamped > 0);
-    let timestamps = match (reads.kernel_stamped, reads.read_stamped) {
-        (0, _) => "read",
-        (_, 0) => "kernel",
-        _ => "mixed",
-    };
-    let wait_ms = |q: f64| kernel_reads.map(|r| r.waited_ns.value_at_quantile(q) as f64 / 1e6);
-    let mut warnings = Vec::new();
-    let kernel_wait = wait_ms(0.99).filter(|_| timestamps == "kernel");
-    match kernel_wait {
-        Some(wait) if wait > LAG_LIMIT_MS => warnings.push(format!(
-            "the client read arriving data {wait:.1} ms late at p99: event times are the kernel's \
-             arrival times, but a stream whose events waited together shares the newest one's \
-             time, and requests may have been sent late"
-        )),
-        Some(_) => {}
-        None if p99 > LAG_LIMIT_MS => warnings.push(format!(
-            "the client's runtime woke {p99:.1} ms late at p99: its timestamps may be late by as much"
-        )),
-        None => {}
-    }
-    if utilization.is_some_and(|u| u > CPU_LIMIT_SHARE * cores as f64) {
-        warnings.push(format!(
-            "the client used {:.2} of {cores} cores: it may have been the bottleneck",
-            utilization.unwrap_or(0.0)
-        ));
-    }
-    if let Some(lag) = &metrics.send_lag_ms {
-        if lag.percentile(99.0).unwrap_or(0.0) > 10.0 {
-            warnings.push(
-                "requests were sent more than 10 ms behind the arrival schedule at p99".into(),
-            );
-        }
-    }
-    // Everything above means the client may have been the limit; what follows is a caveat.
-    let client_bound = !warnings.is_empty();
-    let shared = metrics.events_sharing_a_read as f64 / metrics.output_events.max(1) as f64;
-    if shared > SHARED_READ_SHARE {
-        warnings.push(format!(
-            "{:.1}% of output events were read together with the next one of their stream and \
-             carry its arrival time: either the server sent them together (the times are right), \
-             or the client fell behind (see client.read_wait_*) and the ITLs around them read too \
-             short and too long",
-            shared * 100.0
-        ));
-    }
-    let events = metrics.output_events as f64;
-    ClientOverhead {
-        cpu_seconds: cpu,
-        cpu_utilization: utilization,
-        cores,
-        cpu_seconds_per_100k_events: cpu.filter(|_| events > 0.0).map(|c| c / events * 1e5),
-        peak_rss_bytes: overhead::peak_rss_bytes(),
-        runtime_lag_p50_ms: lag.median,
-        runtime_lag_p99_ms: p99,
-        runtime_lag_max_ms: lag.max,
-        timestamps,
-        read_wait_p50_ms: wait_ms(0.5),
-        read_wait_p99_ms: wait_ms(0.99),
-        read_wait_max_ms: kernel_reads.map(|r| r.waited_ns.max() as f64 / 1e6),
-        client_bound,
-        warnings,
-    }
 }

@@ -14,21 +14,11 @@
 //! nothing here can tell.
 
 use crate::exposition::{self, Exposition, ExpositionError, Histogram};
-use serde::Serialize;
+pub use bench_result::sections::{
+    Peaks, ServerKind, ServerSection as ServerReport, ServerView, SimSchedule,
+};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Which server's names a page carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServerKind {
-    Vllm,
-    Sglang,
-    /// `bench-sim`, which exposes vLLM's names and its own schedule counters.
-    InferperfSim,
-    /// Prometheus text with none of the names above.
-    Unknown,
-}
 
 /// The metric names of one server kind; the first name present is used.
 struct Names {
@@ -84,26 +74,25 @@ const SGLANG: Names = Names {
     e2el: &["sglang:e2e_request_latency_seconds"],
 };
 
-impl ServerKind {
-    fn of(page: &Exposition) -> Self {
-        let has = |prefix: &str| page.samples.iter().any(|s| s.name.starts_with(prefix));
-        if has("inferperf_sim:") {
-            Self::InferperfSim
-        } else if has("vllm:") {
-            Self::Vllm
-        } else if has("sglang:") {
-            Self::Sglang
-        } else {
-            Self::Unknown
-        }
+/// Which server's names `page` carries, and where its names are read.
+fn kind_of(page: &Exposition) -> ServerKind {
+    let has = |prefix: &str| page.samples.iter().any(|s| s.name.starts_with(prefix));
+    if has("inferperf_sim:") {
+        ServerKind::InferperfSim
+    } else if has("vllm:") {
+        ServerKind::Vllm
+    } else if has("sglang:") {
+        ServerKind::Sglang
+    } else {
+        ServerKind::Unknown
     }
+}
 
-    fn names(self) -> Option<&'static Names> {
-        match self {
-            Self::Vllm | Self::InferperfSim => Some(&VLLM),
-            Self::Sglang => Some(&SGLANG),
-            Self::Unknown => None,
-        }
+fn names(kind: ServerKind) -> Option<&'static Names> {
+    match kind {
+        ServerKind::Vllm | ServerKind::InferperfSim => Some(&VLLM),
+        ServerKind::Sglang => Some(&SGLANG),
+        ServerKind::Unknown => None,
     }
 }
 
@@ -189,17 +178,6 @@ impl Scraper {
     }
 }
 
-/// The server's view of a run, or why there is none.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ServerReport {
-    #[serde(flatten)]
-    pub view: Option<ServerView>,
-    /// Why `/metrics` gave nothing (not asked for, absent, not Prometheus text).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
-    pub warnings: Vec<String>,
-}
-
 /// The scrapes of one run: before its warm-up, when its measured phase starts, every interval
 /// while it runs, and when it ends. Without a scraper (`--no-server-metrics`) it takes none.
 #[derive(Debug)]
@@ -252,7 +230,7 @@ impl RunScrapes {
         };
         match (self.start, end) {
             (Some(Ok(a)), Some(Ok(b))) => ServerReport {
-                view: Some(ServerView::from_pages(
+                view: Some(view_from_pages(
                     self.before_warmup.as_ref(),
                     &a,
                     &b,
@@ -267,30 +245,18 @@ impl RunScrapes {
     }
 }
 
-/// Gauge peaks over the scrapes taken while the measured phase ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Peaks {
-    #[serde(rename = "peak_running")]
-    pub running: Option<f64>,
-    #[serde(rename = "peak_waiting")]
-    pub waiting: Option<f64>,
-    #[serde(rename = "peak_kv_cache_usage")]
-    pub kv_cache_usage: Option<f64>,
-}
-
-impl Peaks {
-    fn take(&mut self, page: &Exposition) {
-        let Some(names) = ServerKind::of(page).names() else {
-            return;
-        };
-        let max = |old: Option<f64>, new: Option<f64>| match (old, new) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.running = max(self.running, first_sum(page, names.running));
-        self.waiting = max(self.waiting, first_sum(page, names.waiting));
-        self.kv_cache_usage = max(self.kv_cache_usage, first_sum(page, names.kv_usage));
-    }
+/// Raises `peaks` to the gauges of `page` where they are higher.
+fn take_peaks(peaks: &mut Peaks, page: &Exposition) {
+    let Some(names) = names(kind_of(page)) else {
+        return;
+    };
+    let max = |old: Option<f64>, new: Option<f64>| match (old, new) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    peaks.running = max(peaks.running, first_sum(page, names.running));
+    peaks.waiting = max(peaks.waiting, first_sum(page, names.waiting));
+    peaks.kv_cache_usage = max(peaks.kv_cache_usage, first_sum(page, names.kv_usage));
 }
 
 /// Scrapes every `interval` until finished, keeping gauge peaks (never the pages).
@@ -313,7 +279,7 @@ impl Watch {
                     () = tokio::time::sleep(interval) => {}
                 }
                 if let Ok(page) = scraper.scrape().await {
-                    peaks.take(&page);
+                    take_peaks(&mut peaks, &page);
                     taken += 1;
                 }
             }
@@ -337,159 +303,101 @@ fn first_histogram(page: &Exposition, names: &[&str]) -> Option<Histogram> {
     names.iter().find_map(|n| page.histogram(n))
 }
 
-/// What the server counted over the measured phase.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ServerView {
-    pub kind: Option<ServerKind>,
-    /// Successful scrapes: start, end and those in between.
-    pub scrapes: usize,
-    /// A counter went backwards between the first and last scrape (a restart): the deltas
-    /// below are left out.
-    pub counters_reset: bool,
-    pub prompt_tokens: Option<f64>,
-    pub generation_tokens: Option<f64>,
-    /// Prompt tokens looked up in the prefix cache, and found there.
-    pub prefix_cache_queries: Option<f64>,
-    pub prefix_cache_hits: Option<f64>,
-    /// Prefix-cache hits during the warm-up (before the measured phase).
-    pub warmup_prefix_cache_hits: Option<f64>,
-    pub preemptions: Option<f64>,
-    pub requests: Option<f64>,
-    #[serde(flatten)]
-    pub peaks: Peaks,
-    /// The server's own means over the phase, in milliseconds.
-    pub ttft_mean_ms: Option<f64>,
-    pub itl_mean_ms: Option<f64>,
-    pub e2el_mean_ms: Option<f64>,
-    /// The simulator's schedule keeping, when the server is `bench-sim`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sim: Option<SimSchedule>,
-}
-
-impl ServerView {
-    /// The view from the page before the warm-up (if any), the measured phase's first and last,
-    /// and the peaks in between.
-    pub fn from_pages(
-        before_warmup: Option<&Exposition>,
-        start: &Exposition,
-        end: &Exposition,
-        peaks: Peaks,
-        scrapes: usize,
-    ) -> Self {
-        let kind = ServerKind::of(end);
-        let mut view = Self {
-            kind: Some(kind),
-            scrapes,
-            ..Self::default()
-        };
-        view.peaks = peaks;
-        view.peaks.take(start);
-        view.peaks.take(end);
-        let Some(names) = kind.names() else {
-            return view;
-        };
-        let delta = |n: &[&str]| Some(first_sum(end, n)? - first_sum(start, n)?);
-        let counters = [
-            delta(names.prompt_tokens),
-            delta(names.generation_tokens),
-            delta(names.prefix_queries),
-            delta(names.prefix_hits),
-            delta(names.preemptions),
-            delta(names.requests),
-        ];
-        if counters.iter().flatten().any(|d| *d < 0.0) {
-            view.counters_reset = true;
-            return view;
-        }
-        [
-            view.prompt_tokens,
-            view.generation_tokens,
-            view.prefix_cache_queries,
-            view.prefix_cache_hits,
-            view.preemptions,
-            view.requests,
-        ] = counters;
-        view.warmup_prefix_cache_hits = before_warmup.and_then(|before| {
-            let d = first_sum(start, names.prefix_hits)? - first_sum(before, names.prefix_hits)?;
-            (d >= 0.0).then_some(d)
-        });
-        let mean_ms = |n: &[&str]| {
-            let (a, b) = (first_histogram(start, n)?, first_histogram(end, n)?);
-            let count = b.count - a.count;
-            (count > 0.0).then(|| (b.sum - a.sum) / count * 1e3)
-        };
-        view.ttft_mean_ms = mean_ms(names.ttft);
-        view.itl_mean_ms = mean_ms(names.itl);
-        view.e2el_mean_ms = mean_ms(names.e2el);
-        if kind == ServerKind::InferperfSim {
-            view.sim = SimSchedule::from_pages(start, end);
-        }
-        view
+/// The view from the page before the warm-up (if any), the measured phase's first and last,
+/// and the peaks in between.
+pub fn view_from_pages(
+    before_warmup: Option<&Exposition>,
+    start: &Exposition,
+    end: &Exposition,
+    peaks: Peaks,
+    scrapes: usize,
+) -> ServerView {
+    let kind = kind_of(end);
+    let mut view = ServerView {
+        kind: Some(kind),
+        scrapes: scrapes as u64,
+        ..ServerView::default()
+    };
+    view.peaks = peaks;
+    take_peaks(&mut view.peaks, start);
+    take_peaks(&mut view.peaks, end);
+    let Some(names) = names(kind) else {
+        return view;
+    };
+    let delta = |n: &[&str]| Some(first_sum(end, n)? - first_sum(start, n)?);
+    let counters = [
+        delta(names.prompt_tokens),
+        delta(names.generation_tokens),
+        delta(names.prefix_queries),
+        delta(names.prefix_hits),
+        delta(names.preemptions),
+        delta(names.requests),
+    ];
+    if counters.iter().flatten().any(|d| *d < 0.0) {
+        view.counters_reset = true;
+        return view;
     }
-
-    /// Share of the phase's prompt tokens the server found in its prefix cache.
-    pub fn prefix_cache_hit_share(&self) -> Option<f64> {
-        let (q, h) = (self.prefix_cache_queries?, self.prefix_cache_hits?);
-        (q > 0.0).then(|| h / q)
+    [
+        view.prompt_tokens,
+        view.generation_tokens,
+        view.prefix_cache_queries,
+        view.prefix_cache_hits,
+        view.preemptions,
+        view.requests,
+    ] = counters;
+    view.warmup_prefix_cache_hits = before_warmup.and_then(|before| {
+        let d = first_sum(start, names.prefix_hits)? - first_sum(before, names.prefix_hits)?;
+        (d >= 0.0).then_some(d)
+    });
+    let mean_ms = |n: &[&str]| {
+        let (a, b) = (first_histogram(start, n)?, first_histogram(end, n)?);
+        let count = b.count - a.count;
+        (count > 0.0).then(|| (b.sum - a.sum) / count * 1e3)
+    };
+    view.ttft_mean_ms = mean_ms(names.ttft);
+    view.itl_mean_ms = mean_ms(names.itl);
+    view.e2el_mean_ms = mean_ms(names.e2el);
+    if kind == ServerKind::InferperfSim {
+        view.sim = sim_from_pages(start, end);
     }
+    view
 }
 
-/// The simulator's schedule over the phase: how late its steps and token events were, and how
-/// much modelled time it lost (see `bench_sim::lateness`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct SimSchedule {
-    pub time_scale: f64,
-    pub steps: f64,
-    pub late_steps: f64,
-    pub step_lateness_p99_ms: Option<f64>,
-    pub events: f64,
-    pub late_events: f64,
-    pub event_lateness_p99_ms: Option<f64>,
-    /// Upper bound of the largest event lateness (the top non-empty bucket, or the exact
-    /// maximum when it was reached in this phase).
-    pub event_lateness_max_ms: Option<f64>,
-    /// Wall seconds of modelled time lost by restarting late steps.
-    pub lost_seconds: f64,
-    /// Prompts the simulator had to count while their request waited, and the mean time it took.
-    pub prompts_counted: f64,
-    pub prompt_counting_mean_ms: Option<f64>,
-}
-
-impl SimSchedule {
-    fn from_pages(start: &Exposition, end: &Exposition) -> Option<Self> {
-        let d = |n: &str| Some(end.sum(n)? - start.sum(n).unwrap_or(0.0));
-        let counted = d("inferperf_sim:prompts_counted_total").unwrap_or(0.0);
-        let counting = d("inferperf_sim:prompt_counting_seconds_total").unwrap_or(0.0);
-        let steps = delta_histogram(start, end, "inferperf_sim:step_lateness_seconds");
-        let events = delta_histogram(start, end, "inferperf_sim:event_lateness_seconds");
-        let event_max = events.as_ref().and_then(|h| {
-            let top = h.top_bound()?;
-            let exact = end.sum("inferperf_sim:event_lateness_max_seconds");
-            Some(match exact {
-                Some(m) if m <= top => m,
-                _ => top,
-            })
-        });
-        Some(Self {
-            time_scale: end.sum("inferperf_sim:time_scale")?,
-            steps: steps.as_ref().map_or(0.0, |h| h.count),
-            late_steps: d("inferperf_sim:late_steps_total").unwrap_or(0.0),
-            step_lateness_p99_ms: steps
-                .as_ref()
-                .and_then(|h| h.quantile(0.99))
-                .map(|s| s * 1e3),
-            events: events.as_ref().map_or(0.0, |h| h.count),
-            late_events: d("inferperf_sim:late_events_total").unwrap_or(0.0),
-            event_lateness_p99_ms: events
-                .as_ref()
-                .and_then(|h| h.quantile(0.99))
-                .map(|s| s * 1e3),
-            event_lateness_max_ms: event_max.map(|s| s * 1e3),
-            lost_seconds: d("inferperf_sim:schedule_lost_seconds_total").unwrap_or(0.0),
-            prompts_counted: counted,
-            prompt_counting_mean_ms: (counted > 0.0).then(|| counting / counted * 1e3),
+/// The simulator's schedule between two pages: how late its steps and token events were, and
+/// how much modelled time it lost (see `bench_sim::lateness`).
+fn sim_from_pages(start: &Exposition, end: &Exposition) -> Option<SimSchedule> {
+    let d = |n: &str| Some(end.sum(n)? - start.sum(n).unwrap_or(0.0));
+    let counted = d("inferperf_sim:prompts_counted_total").unwrap_or(0.0);
+    let counting = d("inferperf_sim:prompt_counting_seconds_total").unwrap_or(0.0);
+    let steps = delta_histogram(start, end, "inferperf_sim:step_lateness_seconds");
+    let events = delta_histogram(start, end, "inferperf_sim:event_lateness_seconds");
+    let event_max = events.as_ref().and_then(|h| {
+        let top = h.top_bound()?;
+        let exact = end.sum("inferperf_sim:event_lateness_max_seconds");
+        Some(match exact {
+            Some(m) if m <= top => m,
+            _ => top,
         })
-    }
+    });
+    Some(SimSchedule {
+        time_scale: end.sum("inferperf_sim:time_scale")?,
+        steps: steps.as_ref().map_or(0.0, |h| h.count),
+        late_steps: d("inferperf_sim:late_steps_total").unwrap_or(0.0),
+        step_lateness_p99_ms: steps
+            .as_ref()
+            .and_then(|h| h.quantile(0.99))
+            .map(|s| s * 1e3),
+        events: events.as_ref().map_or(0.0, |h| h.count),
+        late_events: d("inferperf_sim:late_events_total").unwrap_or(0.0),
+        event_lateness_p99_ms: events
+            .as_ref()
+            .and_then(|h| h.quantile(0.99))
+            .map(|s| s * 1e3),
+        event_lateness_max_ms: event_max.map(|s| s * 1e3),
+        lost_seconds: d("inferperf_sim:schedule_lost_seconds_total").unwrap_or(0.0),
+        prompts_counted: counted,
+        prompt_counting_mean_ms: (counted > 0.0).then(|| counting / counted * 1e3),
+    })
 }
 
 /// `end - start` of histogram `name`.
@@ -580,7 +488,7 @@ mod tests {
             running: Some(8.0),
             ..Peaks::default()
         };
-        let v = ServerView::from_pages(Some(&before), &start, &end, peaks, 5);
+        let v = view_from_pages(Some(&before), &start, &end, peaks, 5);
         assert_eq!(v.kind, Some(ServerKind::Vllm));
         assert_eq!(v.prompt_tokens, Some(1000.0));
         assert_eq!(v.prefix_cache_hits, Some(0.0));
@@ -596,7 +504,7 @@ mod tests {
     fn a_counter_going_backwards_drops_every_delta() {
         let start = vllm(5000.0, 0.0, 1.0, 2.0, 0.0);
         let end = vllm(100.0, 0.0, 0.1, 1.0, 0.0);
-        let v = ServerView::from_pages(None, &start, &end, Peaks::default(), 2);
+        let v = view_from_pages(None, &start, &end, Peaks::default(), 2);
         assert!(v.counters_reset);
         assert_eq!((v.prompt_tokens, v.ttft_mean_ms), (None, None));
     }
@@ -610,7 +518,7 @@ mod tests {
                  sglang:num_queue_reqs{{model_name=\"m\"}} 4\n"
             ))
         };
-        let v = ServerView::from_pages(None, &p(10.0, 0.0), &p(110.0, 25.0), Peaks::default(), 2);
+        let v = view_from_pages(None, &p(10.0, 0.0), &p(110.0, 25.0), Peaks::default(), 2);
         assert_eq!(v.kind, Some(ServerKind::Sglang));
         assert_eq!(v.prefix_cache_hit_share(), Some(0.25));
         assert_eq!(v.peaks.waiting, Some(4.0));

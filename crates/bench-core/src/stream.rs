@@ -19,12 +19,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 
 /// Which OpenAI-compatible API the stream comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiKind {
-    Completions,
-    Chat,
-}
+pub use bench_result::settings::ApiKind;
 
 /// One complete SSE event: its optional `event:` name and its (joined) `data:` payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

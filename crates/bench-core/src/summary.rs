@@ -1,9 +1,10 @@
 //! The summary table printed after a run, laid out like `vllm bench serve`'s so the two can be
 //! read side by side, plus failures by reason and any warnings.
 
+use crate::report::RunReport;
 use crate::result::percentile_label;
-use crate::run::RunReport;
 use crate::stats::Distribution;
+use bench_result::sections::Timestamps;
 use std::fmt::Write;
 
 const WIDTH: usize = 50;
@@ -134,9 +135,9 @@ fn client(out: &mut String, r: &RunReport) {
     let c = &r.client;
     let _ = writeln!(out, "{:-^WIDTH$}", "Client");
     let source = match c.timestamps {
-        "kernel" => "kernel arrival",
-        "mixed" => "kernel arrival, some at read",
-        _ => "read return",
+        Timestamps::Kernel => "kernel arrival",
+        Timestamps::Mixed => "kernel arrival, some at read",
+        Timestamps::Read => "read return",
     };
     let _ = writeln!(out, "{:<40} {source}", "Event timestamps:");
     if let Some(wait) = c.read_wait_p99_ms {

@@ -88,7 +88,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         "{}",
         prompt_line(&prepared.prompt_stats, config.prompt.seed)
     );
-    if let Some(caution) = config.prompt.seed_origin.caution() {
+    if let Some(caution) = bench_core::prompt::seed_caution(config.prompt.seed_origin) {
         eprintln!("note: {caution}");
     }
     let progress = ProgressMode::detect(args.common.disable_tqdm);

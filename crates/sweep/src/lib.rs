@@ -83,12 +83,8 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     check_writable(&plan.results_dir)?;
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
-    if let Some(caution) = plan
-        .base
-        .prompt
-        .seed_origin
-        .caution()
-        .filter(|_| !args.simulate)
+    if let Some(caution) =
+        bench_core::prompt::seed_caution(plan.base.prompt.seed_origin).filter(|_| !args.simulate)
     {
         eprintln!("note: {caution}");
     }

@@ -20,7 +20,7 @@ async fn failures_with(
     report
 }
 
-fn only_group(report: &bench_core::RunReport) -> (String, usize) {
+fn only_group(report: &bench_core::RunReport) -> (String, u64) {
     assert_eq!(report.metrics.completed, 0, "{:?}", report.metrics.failures);
     assert_eq!(
         report.metrics.failures.len(),

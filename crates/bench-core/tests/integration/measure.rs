@@ -103,7 +103,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The claims above, for one run: events read alone carry their arrival time; events read
 /// together are late by at most the gap to the next one, and then the result says so.
 fn assert_stamps_hold(label: &str, report: &RunReport, delays: &[EventDelay]) {
-    let kernel = report.client.timestamps == "kernel";
+    let kernel = report.client.timestamps == bench_result::sections::Timestamps::Kernel;
     let alone: Vec<f64> = delays.iter().filter(|d| !d.shared).map(|d| d.ms).collect();
     let shared: Vec<&EventDelay> = delays.iter().filter(|d| d.shared).collect();
     let typical = median(alone.clone());
@@ -240,7 +240,10 @@ fn a_busy_client_still_times_events_by_their_arrival() {
     // 40 ms between a stream's events, so every read holds one event.
     let (report, delays, truth) = busy_client(40, 25);
     if cfg!(target_os = "linux") {
-        assert_eq!(report.client.timestamps, "kernel");
+        assert_eq!(
+            report.client.timestamps,
+            bench_result::sections::Timestamps::Kernel
+        );
         let waited = report
             .client
             .read_wait_max_ms

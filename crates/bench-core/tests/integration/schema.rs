@@ -55,4 +55,57 @@ async fn result_files_match_the_schema_and_carry_every_key() {
         10
     );
     sim.stop().await;
+
+    // The other direction: the file reads back into the model every reader uses, whole ...
+    let path = std::path::Path::new("written.json");
+    let back = bench_result::parse(value.to_string().as_bytes(), path).expect("reads back");
+    assert_eq!(serde_json::to_value(&back).expect("serializes"), value);
+    // ... and the schema names exactly the keys the model writes (a run against the simulator
+    // with --save-detailed writes every optional one).
+    let schema = schema();
+    let documented: std::collections::BTreeSet<&String> = schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .collect();
+    let percentile = percentile_key();
+    let written: std::collections::BTreeSet<&String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .filter(|k| !percentile(k))
+        .filter(|k| documented.contains(k) || c.metadata.iter().all(|(m, _)| m != *k))
+        .collect();
+    // Written only when they have a value: step lateness needs batching steps (this simulator
+    // runs fixed timing).
+    let only_with_a_value = ["sim_step_lateness_p99_ms"];
+    assert_eq!(
+        documented
+            .difference(&written)
+            .filter(|k| !only_with_a_value.contains(&k.as_str()))
+            .collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "documented but never written"
+    );
+    assert_eq!(
+        written.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "written but not documented"
+    );
+}
+
+/// vLLM's percentile keys (`p99.9_itl_ms`), which the schema matches by pattern.
+fn percentile_key() -> impl Fn(&str) -> bool {
+    |k: &str| {
+        let Some(rest) = k.strip_suffix("_ms") else {
+            return false;
+        };
+        let Some((stat, metric)) = rest.rsplit_once('_') else {
+            return false;
+        };
+        let percentile = stat
+            .strip_prefix('p')
+            .is_some_and(|q| !q.is_empty() && q.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        percentile && ["ttft", "tpot", "itl", "e2el"].contains(&metric)
+    }
 }

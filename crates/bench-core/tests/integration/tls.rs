@@ -133,7 +133,10 @@ async fn a_run_against_a_server_with_a_private_ca() {
         report.metrics.tpot_ms.mean
     );
     if cfg!(target_os = "linux") {
-        assert_eq!(report.client.timestamps, "kernel");
+        assert_eq!(
+            report.client.timestamps,
+            bench_result::sections::Timestamps::Kernel
+        );
     }
     // Without the CA, every request fails to connect, and says why.
     c.ca_cert = None;
