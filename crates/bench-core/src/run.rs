@@ -127,6 +127,12 @@ pub async fn execute(
     };
     server.warnings = crate::judge::server(config, &server, &metrics);
     let phase = measured.phase;
+    // A signal that came while the last requests finished interrupted nothing.
+    let cut_short = phase
+        .records
+        .iter()
+        .any(|r| matches!(r.outcome, Err(crate::record::FailureReason::Interrupted)));
+    let interrupted = stop.is_cancelled() && (phase.not_sent > 0 || cut_short);
     Ok(RunReport {
         config: config.clone(),
         started_at,
@@ -134,7 +140,7 @@ pub async fn execute(
         warmup,
         metrics,
         records: phase.records,
-        interrupted: stop.is_cancelled(),
+        interrupted,
         not_sent: phase.not_sent,
         client: client_overhead,
         server,

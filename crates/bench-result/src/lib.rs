@@ -309,3 +309,59 @@ fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64
         ))),
     }
 }
+
+/// The parts of a sweep cell's file name, `<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellName {
+    pub name: String,
+    pub tp: u32,
+    pub isl: u64,
+    pub osl: u64,
+    pub conc: u64,
+}
+
+impl CellName {
+    /// The parts of `file_name`, if it follows the pattern (an attempt's
+    /// `.attemptN.partial.json` does not).
+    pub fn parse(file_name: &str) -> Option<Self> {
+        let stem = file_name.strip_suffix(".json")?;
+        let mut parts = stem.rsplitn(5, '_');
+        let conc = parts.next()?.strip_prefix("conc")?.parse().ok()?;
+        let osl = parts.next()?.strip_prefix("osl")?.parse().ok()?;
+        let isl = parts.next()?.strip_prefix("isl")?.parse().ok()?;
+        let tp = parts.next()?.strip_prefix("tp")?.parse().ok()?;
+        let name = parts.next()?.to_string();
+        (!name.is_empty()).then_some(Self {
+            name,
+            tp,
+            isl,
+            osl,
+            conc,
+        })
+    }
+
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}_tp{}_isl{}_osl{}_conc{}.json",
+            self.name, self.tp, self.isl, self.osl, self.conc
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_file_names_parse_back() {
+        let n = CellName::parse("mini-max_v2_tp4_isl1024_osl128_conc16.json").expect("a cell");
+        assert_eq!(
+            (n.name.as_str(), n.tp, n.isl, n.osl, n.conc),
+            ("mini-max_v2", 4, 1024, 128, 16)
+        );
+        assert_eq!(n.file_name(), "mini-max_v2_tp4_isl1024_osl128_conc16.json");
+        assert!(CellName::parse("x_tp4_isl1_osl1_conc4.attempt1.partial.json").is_none());
+        assert!(CellName::parse("_tp4_isl1_osl1_conc4.json").is_none());
+        assert!(CellName::parse("run.json").is_none());
+    }
+}

@@ -47,6 +47,13 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
 
+    /// A cell's file already there that is not its finished run with these settings (other
+    /// settings, interrupted, incomplete) is never overwritten: `aside` moves it into
+    /// <results-dir>/superseded/ and runs the cell; `beside` leaves it and writes this sweep
+    /// under the next free run name (<name>-2, ...).
+    #[arg(long, value_enum, default_value_t = ExistingPolicy::Aside)]
+    pub existing: ExistingPolicy,
+
     /// Start the built-in engine simulator and sweep it (a demo; smaller default matrix).
     #[arg(long)]
     pub simulate: bool,
@@ -58,6 +65,15 @@ pub struct SweepArgs {
     /// With --simulate: run the simulated schedule this many times faster than real time.
     #[arg(long, default_value_t = 20.0)]
     pub sim_time_scale: f64,
+}
+
+/// What to do with a cell's file that does not count as its finished run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExistingPolicy {
+    /// Move it into `superseded/` and run the cell.
+    Aside,
+    /// Keep it, and write this sweep under the next free run name.
+    Beside,
 }
 
 /// The matrix, from flags or a TOML file (flags win).

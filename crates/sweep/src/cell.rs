@@ -1,6 +1,6 @@
 //! The sweep matrix: cells, their file names, and whether a cell's file already counts as done.
 
-use serde_json::Value;
+use bench_result::settings::RunSettings;
 use std::path::{Path, PathBuf};
 
 /// One ISL x concurrency point.
@@ -56,86 +56,80 @@ impl Cell {
         let stem = done.trim_end_matches(".json");
         format!("{stem}.attempt{attempt}.partial.json")
     }
+
+    /// The first attempt number from `attempt` on whose partial name is free in `dir`: a sweep
+    /// resubmitted never writes over an earlier submission's partial file.
+    pub fn free_partial(&self, dir: &Path, name: &str, tp: u32, attempt: u32) -> PathBuf {
+        (attempt..)
+            .map(|a| dir.join(self.partial_name(name, tp, a)))
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| dir.join(self.partial_name(name, tp, attempt)))
+    }
 }
 
-/// Why an existing file does not count as this cell done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotDone {
-    Missing,
-    Unreadable(String),
-    Incomplete { completed: u64, wanted: u64 },
-    Interrupted,
-    DifferentConfig(&'static str),
-}
-
-/// The configuration values a finished file must echo to count as this cell.
+/// What a cell's finished-file name holds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Expected<'a> {
-    pub model: &'a str,
-    pub endpoint: &'a str,
-    pub range_ratio: f64,
-    /// The seed the sweep was given; `None` when it draws its own (any seed then does).
-    pub seed: Option<u64>,
+pub enum Existing {
+    /// Nothing: the cell runs.
+    Missing,
+    /// A finished run of this cell with the same settings: the cell is skipped.
+    Finished,
+    /// A file that does not count as this cell done, and why, in words. It is never
+    /// overwritten: it is moved aside or the new run is written beside it.
+    Stale(String),
 }
 
-/// Whether `path` holds a finished run of `cell`: every prompt completed, not interrupted, and
-/// the same configuration.
-pub fn check_done(path: &Path, cell: &Cell, expected: &Expected<'_>) -> Result<(), NotDone> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NotDone::Missing),
-        Err(e) => return Err(NotDone::Unreadable(e.to_string())),
+/// Whether `path` holds a finished run of `cell` measured with `expected` settings: every prompt
+/// completed, not interrupted, and no setting that changes what is measured different
+/// ([`RunSettings::differences`]).
+pub fn existing(path: &Path, cell: &Cell, expected: &RunSettings) -> Existing {
+    let file = match bench_result::read(path) {
+        Ok(f) => f,
+        Err(bench_result::ReadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Existing::Missing
+        }
+        Err(e) => return Existing::Stale(format!("it cannot be read ({e})")),
     };
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| NotDone::Unreadable(e.to_string()))?;
-    if v["interrupted"].as_bool().unwrap_or(false) {
-        return Err(NotDone::Interrupted);
+    if file.interrupted == Some(true) {
+        return Existing::Stale("it is a run that was interrupted".into());
     }
-    let c = &v["config"];
-    let same = [
-        (
-            c["prompt"]["input_len"].as_u64() == Some(cell.input_len),
-            "input length",
-        ),
-        (
-            c["output_len"].as_u64() == Some(cell.output_len),
-            "output length",
-        ),
-        (
-            c["max_concurrency"].as_u64() == Some(cell.concurrency),
-            "concurrency",
-        ),
-        (
-            c["num_prompts"].as_u64() == Some(cell.num_prompts),
-            "number of prompts",
-        ),
-        (c["model"].as_str() == Some(expected.model), "model"),
-        (
-            c["endpoint"]["path"].as_str() == Some(expected.endpoint),
-            "endpoint",
-        ),
-        (
-            c["prompt"]["range_ratio"].as_f64() == Some(expected.range_ratio),
-            "range ratio",
-        ),
-        (
-            expected
-                .seed
-                .is_none_or(|s| c["prompt"]["seed_origin"]["given"].as_u64() == Some(s)),
-            "seed",
-        ),
-    ];
-    if let Some((_, what)) = same.iter().find(|(ok, _)| !ok) {
-        return Err(NotDone::DifferentConfig(what));
+    let Some(settings) = &file.config else {
+        return Existing::Stale(
+            "it has no configuration to compare (it was not written by inferperf)".into(),
+        );
+    };
+    let differences = settings.differences(expected);
+    if !differences.is_empty() {
+        let list: Vec<String> = differences.iter().map(ToString::to_string).collect();
+        return Existing::Stale(format!(
+            "it was measured with other settings: {}",
+            list.join("; ")
+        ));
     }
-    let completed = v["completed"].as_u64().unwrap_or(0);
+    let completed = file.completed.unwrap_or(0);
     if completed < cell.num_prompts {
-        return Err(NotDone::Incomplete {
-            completed,
-            wanted: cell.num_prompts,
-        });
+        return Existing::Stale(format!(
+            "only {completed} of its {} prompts completed",
+            cell.num_prompts
+        ));
     }
-    Ok(())
+    Existing::Finished
+}
+
+/// The run name and cell of a finished file name (`<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`);
+/// its prompt counts are not in the name.
+pub fn parse_file_name(file_name: &str) -> Option<(String, Cell)> {
+    let n = bench_result::CellName::parse(file_name)?;
+    let cell = Cell {
+        input_len: n.isl,
+        output_len: n.osl,
+        concurrency: n.conc,
+        num_prompts: 0,
+        num_warmups: 0,
+    };
+    Some((n.name, cell))
 }
 
 /// The path of `cell`'s finished file in `dir`.
@@ -181,45 +175,68 @@ mod tests {
         );
     }
 
+    fn settings() -> RunSettings {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/results/inferperf/sim_tp4_isl1024_osl128_conc4.json");
+        bench_result::read(&path)
+            .expect("fixture")
+            .config
+            .expect("config")
+    }
+
     #[test]
-    fn only_complete_matching_files_count_as_done() {
+    fn only_complete_files_measured_alike_count_as_done() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cell = matrix().cells()[0];
-        let exp = Expected {
-            model: "m",
-            endpoint: "/v1/completions",
-            range_ratio: 0.2,
-            seed: None,
+        let expected = settings();
+        let cell = Cell {
+            input_len: expected.prompt.input_len,
+            output_len: expected.output_len,
+            concurrency: expected.max_concurrency.unwrap_or(1),
+            num_prompts: expected.num_prompts,
+            num_warmups: expected.num_warmups,
         };
         let path = dir.path().join("x.json");
-        assert_eq!(check_done(&path, &cell, &exp), Err(NotDone::Missing));
-        let file = |completed: u64, interrupted: bool, conc: u64| {
-            serde_json::json!({"completed": completed, "interrupted": interrupted, "config": {
-                "prompt": {"input_len": 1024, "range_ratio": 0.2, "seed": 0}, "output_len": 128,
-                "max_concurrency": conc, "num_prompts": 40, "model": "m",
-                "endpoint": {"path": "/v1/completions"}}})
+        assert_eq!(existing(&path, &cell, &expected), Existing::Missing);
+        let write = |completed: u64, interrupted: bool, config: &RunSettings| {
+            let v = serde_json::json!({"completed": completed, "interrupted": interrupted,
+                "config": config});
+            std::fs::write(&path, v.to_string()).expect("write");
         };
-        std::fs::write(&path, file(40, false, 4).to_string()).expect("write");
-        assert_eq!(check_done(&path, &cell, &exp), Ok(()));
-        std::fs::write(&path, file(39, false, 4).to_string()).expect("write");
-        assert_eq!(
-            check_done(&path, &cell, &exp),
-            Err(NotDone::Incomplete {
-                completed: 39,
-                wanted: 40
-            })
+        write(cell.num_prompts, false, &expected);
+        assert_eq!(existing(&path, &cell, &expected), Existing::Finished);
+        write(cell.num_prompts - 1, false, &expected);
+        assert!(
+            matches!(existing(&path, &cell, &expected), Existing::Stale(w) if w.contains("prompts completed"))
         );
-        std::fs::write(&path, file(40, true, 4).to_string()).expect("write");
-        assert_eq!(check_done(&path, &cell, &exp), Err(NotDone::Interrupted));
-        std::fs::write(&path, file(40, false, 8).to_string()).expect("write");
-        assert_eq!(
-            check_done(&path, &cell, &exp),
-            Err(NotDone::DifferentConfig("concurrency"))
+        write(cell.num_prompts, true, &expected);
+        assert!(
+            matches!(existing(&path, &cell, &expected), Existing::Stale(w) if w.contains("interrupted"))
+        );
+        let mut other = expected.clone();
+        other.ignore_eos = !other.ignore_eos;
+        other.burstiness = 0.5;
+        write(cell.num_prompts, false, &other);
+        let Existing::Stale(why) = existing(&path, &cell, &expected) else {
+            panic!("other settings are not this cell's run");
+        };
+        assert!(
+            why.contains("ignore_eos was") && why.contains("burstiness was 0.5"),
+            "{why}"
         );
         std::fs::write(&path, "{trunc").expect("write");
-        assert!(matches!(
-            check_done(&path, &cell, &exp),
-            Err(NotDone::Unreadable(_))
-        ));
+        assert!(
+            matches!(existing(&path, &cell, &expected), Existing::Stale(w) if w.contains("cannot be read"))
+        );
+    }
+
+    #[test]
+    fn partial_files_of_earlier_submissions_are_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cell = matrix().cells()[0];
+        let first = cell.free_partial(dir.path(), "mm", 4, 1);
+        std::fs::write(&first, "{}").expect("write");
+        let next = cell.free_partial(dir.path(), "mm", 4, 1);
+        assert_ne!(first, next);
+        assert!(next.ends_with("mm_tp4_isl1024_osl128_conc4.attempt2.partial.json"));
     }
 }

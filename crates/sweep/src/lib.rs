@@ -20,7 +20,7 @@ use anyhow::Context;
 use bench::signal::{self, Signal};
 use bench_core::progress::ProgressMode;
 use bench_core::{result, RunConfig};
-use cell::{check_done, Cell, Expected, NotDone};
+use cell::{Cell, Existing};
 use discover::Discovery;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +55,7 @@ struct Plan {
     name: String,
     results_dir: PathBuf,
     retries: u32,
+    existing: args::ExistingPolicy,
     progress: ProgressMode,
 }
 
@@ -89,6 +90,9 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         eprintln!("note: {caution}");
     }
     let mut session = Session::connect(plan, &args, stop, simulated).await?;
+    if session.plan.existing == args::ExistingPolicy::Beside {
+        session.choose_name();
+    }
     if let Some(sim) = &session.simulated {
         sim.calibrate(&session.plan.base, &session.tokenizer)
             .await
@@ -286,6 +290,7 @@ fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
         name,
         results_dir: args.results_dir.clone(),
         retries: args.retries,
+        existing: args.existing,
         progress: match ProgressMode::detect(args.common.disable_tqdm) {
             ProgressMode::Bar(_) => ProgressMode::Bar(Some(indicatif::MultiProgress::new())),
             other => other,
@@ -316,12 +321,17 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("--results-dir {}: cannot write there", dir.display()))
 }
 
+/// `YYYYMMDD-HHMMSS`, local time: when a file was set aside.
+fn chrono_stamp() -> String {
+    chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()
+}
+
 fn cell_line(i: usize, total: usize, cell: &Cell, started: Instant, rows: &[CellRow]) -> String {
-    let ran: Vec<&CellRow> = rows.iter().filter(|r| r.seconds > 0.0).collect();
+    let ran: Vec<f64> = rows.iter().filter_map(|r| r.seconds).collect();
     let eta = if ran.is_empty() {
         String::from("eta unknown")
     } else {
-        let per = ran.iter().map(|r| r.seconds).sum::<f64>() / ran.len() as f64;
+        let per = ran.iter().sum::<f64>() / ran.len() as f64;
         format!("eta {:.0}s", per * (total - i) as f64)
     };
     format!(
@@ -361,35 +371,10 @@ fn cell_config(base: &RunConfig, cell: &Cell, url: &str, attempt: u32) -> RunCon
     c
 }
 
-/// Whether `done` holds a finished run of `cell` with this plan's settings. A file that is there
-/// but does not qualify is named, and the cell runs again.
-fn finished(plan: &Plan, cell: &Cell, done: &std::path::Path) -> bool {
-    let expected = Expected {
-        model: &plan.base.model,
-        endpoint: &plan.base.endpoint.path,
-        range_ratio: plan.base.prompt.range_ratio,
-        seed: match plan.base.prompt.seed_origin {
-            bench_core::prompt::SeedOrigin::Given(s) => Some(s),
-            bench_core::prompt::SeedOrigin::Random => None,
-        },
-    };
-    match check_done(done, cell, &expected) {
-        Ok(()) => true,
-        Err(NotDone::Missing) => false,
-        Err(why) => {
-            eprintln!(
-                "  {} exists but is not a finished run ({why:?}): running the cell again",
-                done.display()
-            );
-            false
-        }
-    }
-}
-
 /// How one attempt at a cell ended.
 enum Attempt {
     /// Finished (or stopped): the cell's row.
-    Ended(CellRow),
+    Ended(Box<CellRow>),
     /// Incomplete and kept as `partial`; may be retried.
     Incomplete { partial: PathBuf, seconds: f64 },
     /// The built-in simulator fell behind its schedule; it now runs slower, and the cell runs
@@ -406,8 +391,20 @@ impl Session {
             &self.plan.name,
             self.plan.base.tp,
         );
-        if finished(&self.plan, cell, &done) {
-            return Ok(CellRow::from_file(cell, &done, CellStatus::Skipped, 0.0));
+        let name = self.plan.name.clone();
+        match cell::existing(&done, cell, &self.expected(cell)) {
+            Existing::Finished => {
+                return Ok(CellRow::from_file(&name, cell, &done, CellStatus::Skipped))
+            }
+            Existing::Missing => {}
+            Existing::Stale(why) => {
+                let aside = self.set_aside(&done)?;
+                self.say(&format!(
+                    "  {} is not this cell's finished run: {why}; it is kept as {}",
+                    done.display(),
+                    aside.display()
+                ));
+            }
         }
         let mut attempt = 0;
         loop {
@@ -418,12 +415,12 @@ impl Session {
                     self.url
                 );
                 if !self.wait_for_server().await? {
-                    return Ok(CellRow::empty(cell, CellStatus::Interrupted));
+                    return Ok(CellRow::empty(&name, cell, CellStatus::Interrupted));
                 }
                 eprintln!("  server healthy at {}", self.url);
             }
             let (partial, seconds) = match self.attempt(cell, &done, attempt).await? {
-                Attempt::Ended(row) => return Ok(row),
+                Attempt::Ended(row) => return Ok(*row),
                 Attempt::Incomplete { partial, seconds } => (partial, seconds),
                 Attempt::SimulatorLate => continue,
             };
@@ -436,8 +433,73 @@ impl Session {
                 eprintln!("  retrying on the server healthy at {}", self.url);
                 continue;
             };
-            return Ok(CellRow::from_file(cell, &partial, status, seconds));
+            let mut row = CellRow::from_file(&name, cell, &partial, status);
+            row.seconds = Some(seconds);
+            return Ok(row);
         }
+    }
+
+    /// `--existing beside`: the first of `<name>`, `<name>-2`, ... under which no cell's file is
+    /// a run measured otherwise, so this sweep writes beside them and resumes its own.
+    fn choose_name(&mut self) {
+        let base = self.plan.name.clone();
+        for n in 1u32.. {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            self.plan.name = name;
+            let stale = self.plan.cells.iter().any(|c| {
+                let done = cell::done_path(
+                    &self.plan.results_dir,
+                    c,
+                    &self.plan.name,
+                    self.plan.base.tp,
+                );
+                matches!(
+                    cell::existing(&done, c, &self.expected(c)),
+                    Existing::Stale(_)
+                )
+            });
+            if !stale {
+                if n > 1 {
+                    eprintln!(
+                        "files of `{base}` in {} were measured otherwise; this sweep writes its \
+                         cells as `{}_...` beside them",
+                        self.plan.results_dir.display(),
+                        self.plan.name
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    /// The settings `cell`'s finished file must have been measured with.
+    fn expected(&self, cell: &Cell) -> bench_result::settings::RunSettings {
+        cell_config(&self.plan.base, cell, &self.url, 0).settings()
+    }
+
+    /// Moves `path` into `superseded/` under a name that says when, and returns where.
+    fn set_aside(&self, path: &Path) -> anyhow::Result<PathBuf> {
+        let dir = self.plan.results_dir.join("superseded");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let when = chrono_stamp();
+        let target = (1..)
+            .map(|n| match n {
+                1 => dir.join(format!("{stem}.{when}.json")),
+                n => dir.join(format!("{stem}.{when}-{n}.json")),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| dir.join(format!("{stem}.{when}.json")));
+        std::fs::rename(path, &target)
+            .with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
+        Ok(target)
     }
 
     /// Waits for a healthy server (re-reading the server-info file); false when stopped.
@@ -468,7 +530,9 @@ impl Session {
             bench_core::execute(&config, &prepared, &self.stop, plan.progress.clone()).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
-        let complete = !report.interrupted && report.metrics.completed == cell.num_prompts as usize;
+        // Every prompt completed, even if a signal came while the last ones finished.
+        let complete =
+            report.not_sent == 0 && report.metrics.completed == cell.num_prompts as usize;
         let slower = match &self.simulated {
             Some(sim) if complete => sim.slow_down_if_late(&report),
             _ => None,
@@ -478,10 +542,9 @@ impl Session {
                 self.say(&format!("  warning: {w}"));
             }
         }
+        let name = plan.name.as_str();
         if let Some(line) = slower {
-            let partial =
-                plan.results_dir
-                    .join(cell.partial_name(&plan.name, plan.base.tp, attempt));
+            let partial = cell.free_partial(&plan.results_dir, name, plan.base.tp, attempt);
             result::write_atomic(&partial, &value)
                 .with_context(|| format!("writing {}", partial.display()))?;
             self.say(&format!(
@@ -493,17 +556,17 @@ impl Session {
         if complete {
             result::write_atomic(done, &value)
                 .with_context(|| format!("writing {}", done.display()))?;
-            let row = CellRow::from_file(cell, done, CellStatus::Done, seconds);
-            return Ok(Attempt::Ended(row));
+            let mut row = CellRow::from_file(name, cell, done, CellStatus::Done);
+            row.seconds = Some(seconds);
+            return Ok(Attempt::Ended(Box::new(row)));
         }
-        let partial = plan
-            .results_dir
-            .join(cell.partial_name(&plan.name, plan.base.tp, attempt));
+        let partial = cell.free_partial(&plan.results_dir, name, plan.base.tp, attempt);
         result::write_atomic(&partial, &value)
             .with_context(|| format!("writing {}", partial.display()))?;
         if report.interrupted {
-            let row = CellRow::from_file(cell, &partial, CellStatus::Interrupted, seconds);
-            return Ok(Attempt::Ended(row));
+            let mut row = CellRow::from_file(name, cell, &partial, CellStatus::Interrupted);
+            row.seconds = Some(seconds);
+            return Ok(Attempt::Ended(Box::new(row)));
         }
         eprintln!(
             "  attempt {attempt}: {} of {} completed ({:?}); kept as {}",

@@ -48,7 +48,7 @@ pub struct Simulated {
     retry_scale: Mutex<Option<f64>>,
     /// The machine's per-request cost that does not scale (wall ms), the largest measured.
     overhead_ms: Mutex<f64>,
-    _tokenizer_dir: tempfile::TempDir,
+    _tokenizer_dir: Option<tempfile::TempDir>,
 }
 
 impl Simulated {
@@ -211,6 +211,31 @@ fn scale_for(ttft_ms: f64, overhead_ms: f64, max: f64) -> f64 {
     ((fastest.min(max) * 10.0).floor() / 10.0).max(1.0)
 }
 
+/// The demo tokenizer as a file: in the user's cache folder (`INFERPERF_CACHE`, else
+/// `XDG_CACHE_HOME/inferperf`, else `~/.cache/inferperf`), where its path stays the same from run
+/// to run (the result records it, and resume compares it), else in a temporary folder.
+fn demo_tokenizer() -> anyhow::Result<(Option<tempfile::TempDir>, std::path::PathBuf)> {
+    let cache = std::env::var_os("INFERPERF_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("inferperf"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/inferperf"))
+        });
+    if let Some(dir) = cache {
+        let path = dir.join("tokenizers/deepseek-v4/tokenizer.json.gz");
+        let current = std::fs::read(&path).is_ok_and(|b| b == TOKENIZER_GZ);
+        if current || bench_result::atomic::write(&path, TOKENIZER_GZ).is_ok() {
+            return Ok((None, path));
+        }
+    }
+    let dir = tempfile::tempdir().context("creating a folder for the demo tokenizer")?;
+    let path = dir.path().join("tokenizer.json.gz");
+    bench_result::atomic::write(&path, TOKENIZER_GZ).context("writing the demo tokenizer")?;
+    Ok((Some(dir), path))
+}
+
 /// Starts the simulator and points `args` at it, filling demo defaults the user did not set.
 pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     anyhow::ensure!(
@@ -221,9 +246,7 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
         args.sim_time_scale.is_finite() && args.sim_time_scale > 0.0,
         "--sim-time-scale: must be above 0"
     );
-    let dir = tempfile::tempdir().context("creating a folder for the demo tokenizer")?;
-    let tok_path = dir.path().join("tokenizer.json.gz");
-    std::fs::write(&tok_path, TOKENIZER_GZ).context("writing the demo tokenizer")?;
+    let (dir, tok_path) = demo_tokenizer()?;
     let model = if args.common.model == "default" {
         "sim-model".to_string()
     } else {

@@ -161,7 +161,7 @@ fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
     sweep(dir.path(), &["--base-url", &sim.url()])
         .assert()
         .success()
-        .stderr(predicate::str::contains("Skipped"));
+        .stderr(predicate::str::contains("skipped"));
     assert!(summary(dir.path()).iter().all(|r| r["status"] == "skipped"));
     sims.stop(sim);
 }
@@ -318,4 +318,70 @@ fn a_results_folder_that_cannot_be_written_is_refused_before_any_cell() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--results-dir"));
+}
+
+/// A cell's file measured under other settings is never overwritten: by default it is moved into
+/// `superseded/` (the message names the setting that differs) and the cell runs again; with
+/// `--existing beside` it stays and the sweep writes under the next free name; a sweep of the
+/// same settings resumes it. The summary lists every cell in the folder.
+#[test]
+fn cells_measured_otherwise_are_kept_aside_or_beside_never_overwritten() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sim.url();
+    sweep(dir.path(), &["--base-url", &url]).assert().success();
+    let first = std::fs::read(dir.path().join("t_tp2_isl64_osl8_conc1.json")).expect("cell");
+
+    // A setting that changes what is measured (only burstiness, untouched by any check by name).
+    let out = sweep(dir.path(), &["--base-url", &url, "--burstiness", "0.5"])
+        .assert()
+        .success();
+    let log = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        log.contains("measured with other settings: burstiness was 1.0 and is now 0.5"),
+        "{log}"
+    );
+    let superseded: Vec<PathBuf> = std::fs::read_dir(dir.path().join("superseded"))
+        .expect("superseded folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(
+        superseded.len(),
+        4,
+        "every earlier cell is kept: {superseded:?}"
+    );
+    assert!(
+        superseded
+            .iter()
+            .any(|p| std::fs::read(p).ok().as_deref() == Some(&first[..])),
+        "byte for byte"
+    );
+
+    // Beside: the earlier files stay where they are, this sweep writes `t-2_...`, and runs again
+    // with the same settings resume it.
+    sweep(dir.path(), &["--base-url", &url, "--existing", "beside"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("`t-2_...`"));
+    assert!(dir.path().join("t-2_tp2_isl64_osl8_conc1.json").is_file());
+    sweep(dir.path(), &["--base-url", &url, "--existing", "beside"])
+        .assert()
+        .success();
+    let rows = summary(dir.path());
+    let of = |name: &str| rows.iter().filter(|r| r["name"] == name).count();
+    assert_eq!(
+        (of("t"), of("t-2")),
+        (4, 4),
+        "every cell in the folder: {rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .filter(|r| r["name"] == "t-2")
+        .all(|r| r["status"] == "skipped"));
+    assert!(rows
+        .iter()
+        .filter(|r| r["name"] == "t")
+        .all(|r| r["status"] == "earlier"));
+    sims.stop(sim);
 }
