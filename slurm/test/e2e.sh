@@ -105,6 +105,23 @@ done
 sinfo -h -o '%T' | grep -qE '^(idle|mixed)' || { tail -n 20 "$tmp/slurmctld.log" "$tmp/slurmd.log" >&2; fail "the node never became idle"; }
 say "cluster up: $(sinfo -h -o '%N %T %G')"
 
+# --- serve.sbatch refuses what would publish the wrong server ------------------------------------
+guard_port=$(free_port)
+out=$(PORT=$guard_port CONTAINER_IMAGE="" SERVER_INFO_FILE=$tmp/guard-info.txt \
+  SERVE_CMD="$bin_dir/bench-sim --port 1" bash "$repo/slurm/serve.sbatch" 2>&1) &&
+  fail "serve.sbatch ran a SERVE_CMD that does not listen on \$PORT"
+[[ $out == *"does not listen on \$PORT"* ]] || fail "serve.sbatch: $out"
+python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(); time.sleep(30)' "$guard_port" &
+squatter=$!
+sleep 0.5
+out=$(PORT=$guard_port CONTAINER_IMAGE="" SERVER_INFO_FILE=$tmp/guard-info.txt \
+  SERVE_CMD="$bin_dir/bench-sim --port \$PORT" bash "$repo/slurm/serve.sbatch" 2>&1) &&
+  fail "serve.sbatch started on a port another process listens on"
+kill "$squatter" 2>/dev/null || true
+[[ $out == *"already in use"* ]] || fail "serve.sbatch: $out"
+[[ ! -e $tmp/guard-info.txt ]] || fail "a refused serve job published a URL"
+say "serve.sbatch refuses a SERVE_CMD off \$PORT and a port already taken"
+
 # --- submit the real jobs ----------------------------------------------------------------------
 work=$tmp/work
 mkdir -p "$work"
@@ -114,7 +131,8 @@ export CONTAINER_IMAGE=""
 export MODEL=sim-model TP=4 NAME=e2e PORT=$port
 export SERVE_CMD="$bin_dir/bench-sim --host 0.0.0.0 --port $port --served-model-name sim-model --preset fixed --ttft-ms 5 --itl-ms 1 --slow-start-s 2"
 export SWEEP_BIN=$bin_dir/sweep
-export SWEEP_ARGS="--input-lens 64,128 --concurrency 1,2 --output-len 8 --prompts-per-concurrency 2 --warmups-per-concurrency 1 --tokenizer $repo/testdata/tokenizers/deepseek-v4 --poll-interval 200ms --wait-timeout 120s --disable-tqdm"
+# --model is given again in SWEEP_ARGS: a flag there wins over the environment's.
+export SWEEP_ARGS="--model sim-model --input-lens 64,128 --concurrency 1,2 --output-len 8 --prompts-per-concurrency 2 --warmups-per-concurrency 1 --tokenizer $repo/testdata/tokenizers/deepseek-v4 --poll-interval 200ms --wait-timeout 120s --disable-tqdm"
 submitted=$("$repo/slurm/submit.sh")
 echo "$submitted"
 mapfile -t ids < "$work/.inferperf-jobs"

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How progress is shown.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
-    /// A bar on stderr; inside `MultiProgress` when a caller stacks its own bars above it.
-    Bar(Option<MultiProgress>),
+    /// Bars on stderr, in the process's one [`bars`].
+    Bar,
     Lines,
     Off,
 }
@@ -21,9 +21,24 @@ impl ProgressMode {
     pub fn detect(disabled: bool) -> Self {
         match (disabled, std::io::stderr().is_terminal()) {
             (true, _) => Self::Off,
-            (false, true) => Self::Bar(None),
+            (false, true) => Self::Bar,
             (false, false) => Self::Lines,
         }
+    }
+}
+
+/// The process's one set of progress bars: every bar is drawn in it, so a line printed with
+/// [`say`] goes above them instead of through them.
+pub fn bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+/// Prints `line` on stderr above any progress bars (as a plain line when there are none).
+pub fn say(line: &str) {
+    let b = bars();
+    if b.is_hidden() || b.println(line).is_err() {
+        eprintln!("{line}");
     }
 }
 
@@ -50,12 +65,8 @@ struct Inner {
 
 impl Progress {
     pub fn new(label: &str, total: usize, mode: &ProgressMode) -> Self {
-        let bar = matches!(mode, ProgressMode::Bar(_)).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            let bar = match mode {
-                ProgressMode::Bar(Some(multi)) => multi.add(bar),
-                _ => bar,
-            };
+        let bar = (*mode == ProgressMode::Bar).then(|| {
+            let bar = bars().add(ProgressBar::new(total as u64));
             let style = ProgressStyle::with_template(
                 "{prefix:>8} {bar:40.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
             )

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// Why a run could not start. Request failures are not errors: they are measured.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("--tokenizer: {0}")]
+    #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),

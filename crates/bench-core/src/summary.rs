@@ -9,10 +9,22 @@ use std::fmt::Write;
 
 const WIDTH: usize = 50;
 
-/// The table as text.
+/// The table as text; when no request completed, only the failures (a table of zeros would
+/// stand above the cause).
 pub fn table(r: &RunReport) -> String {
     let m = &r.metrics;
     let mut out = String::new();
+    if m.completed == 0 {
+        let _ = writeln!(
+            out,
+            "No request completed ({} failed, {} not sent):",
+            m.failed, r.not_sent
+        );
+        for (group, g) in &m.failures {
+            let _ = writeln!(out, "  {group:<20} {:>6}  e.g. {}", g.count, g.example);
+        }
+        return out;
+    }
     let title = if r.interrupted {
         " Serving Benchmark Result (INTERRUPTED) "
     } else {

@@ -153,7 +153,7 @@ impl PromptTokenizer {
         let bytes = read_maybe_gz(&file)?;
         let inner = Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::Parse {
             path: file.clone(),
-            message: e.to_string(),
+            message: parse_failure(&bytes, &e.to_string()),
         })?;
         let add_bos = read_add_bos(&config);
         Self::new(inner, add_bos, file.display().to_string())
@@ -231,6 +231,25 @@ fn looks_like_model_id(spec: &str) -> bool {
         })
 }
 
+/// Why bytes are not a tokenizer, in words: JSON that is something else (a config, a result
+/// file) is named as such, rather than reported as a syntax error deep inside it.
+fn parse_failure(bytes: &[u8], message: &str) -> String {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Err(e) => format!("not JSON ({e})"),
+        Ok(v) if v.get("model").is_none() => {
+            let keys: Vec<String> = v
+                .as_object()
+                .map(|o| o.keys().take(5).cloned().collect())
+                .unwrap_or_default();
+            format!(
+                "JSON, but not a Hugging Face tokenizer.json (no \"model\" section; its keys: {})",
+                keys.join(", ")
+            )
+        }
+        Ok(_) => message.to_string(),
+    }
+}
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, TokenizerError> {
     let read_err = |source| TokenizerError::Read {
         path: path.to_path_buf(),
@@ -292,10 +311,10 @@ async fn download(id: &str, hub: &HubSettings) -> Result<PathBuf, TokenizerError
     let rev = commit.unwrap_or_else(|| "main".to_string());
     let repo = hub.repo_dir(id);
     let snapshot = repo.join("snapshots").join(&rev);
+    // Whole or not at all: a download cut short never leaves a tokenizer.json that later runs
+    // would read as cached.
     let write = |path: PathBuf, bytes: &[u8]| -> Result<(), TokenizerError> {
-        let parent = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .and_then(|()| std::fs::write(&path, bytes))
+        bench_result::atomic::write(&path, bytes)
             .map_err(|source| TokenizerError::Read { path, source })
     };
     write(snapshot.join("tokenizer.json"), &tokenizer)?;

@@ -35,11 +35,12 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Resul
     write(path, &bytes)
 }
 
-/// Gives a file the mode a plain `create` would: 0666 less the process's umask.
+/// Gives a file the mode a plain `create` would, 0666 less the process's umask, and never
+/// writable by others.
 #[cfg(unix)]
 fn set_umask_mode(file: &std::fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = 0o666 & !umask();
+    let mode = 0o666 & !umask() & !0o002;
     file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
@@ -96,7 +97,7 @@ mod tests {
         let path = dir.path().join("r.json");
         write(&path, b"{}").expect("write");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        assert_eq!(mode, 0o666 & !umask() & !0o002, "mode {mode:o}");
         assert_ne!(mode & 0o044, 0, "readable by others under a usual umask");
     }
 }

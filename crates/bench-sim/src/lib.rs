@@ -9,6 +9,7 @@
 //! [`wire`] (its own request and reply types, copied from a real vLLM's replies), [`server`]
 //! (routes), `reply` (one request's token stream), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`] (`/metrics`).
 
+pub mod command;
 pub mod engine;
 pub mod fault;
 pub mod lateness;
@@ -76,14 +77,14 @@ impl SimConfig {
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("cannot load tokenizer {path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
-    #[error("cannot open truth log {path}: {source}")]
+    #[error("cannot open truth log {path}")]
     TruthLog {
         path: PathBuf,
         source: std::io::Error,

@@ -5,9 +5,9 @@
 //! every request failed, 130 or 143 after SIGINT or SIGTERM (the result is written first).
 
 pub mod args;
-pub mod signal;
 
-pub use args::{BenchArgs, CommonArgs, Shape, UsageError};
+pub use args::BenchArgs;
+pub use bench_cli::{signal, CommonArgs, Shape, UsageError};
 
 use anyhow::Context;
 use bench_core::progress::ProgressMode;
@@ -35,50 +35,24 @@ impl Outcome {
     }
 }
 
-/// The body of a command's `main`: a multi-threaded runtime, `run`, and the exit code. Usage
-/// errors ([`UsageError`] anywhere in the chain) exit 2, other errors 1, with the whole chain.
-pub fn main_with<T>(
-    run: impl std::future::Future<Output = anyhow::Result<T>>,
-    exit_code: impl FnOnce(&T) -> ExitCode,
-) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run) {
-        Ok(outcome) => exit_code(&outcome),
-        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
 /// Runs one benchmark from parsed flags. Usage errors come back as [`UsageError`] inside the
 /// `anyhow::Error`, so the caller can exit 2 for them.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let config = args.common.to_config(args.shape())?;
+    // Checked before any request, so a path that cannot be written loses no measurement.
+    let default_dir = std::path::Path::new("inferperf-result.json");
+    check_writable(
+        "--result-filepath",
+        args.result_filepath.as_deref().unwrap_or(default_dir),
+    )?;
+    if let Some(path) = &args.save_events {
+        check_writable("--save-events", path)?;
+    }
     let stop = CancellationToken::new();
     let signals = signal::listen(stop.clone());
     let tokenizer = bench_core::load_tokenizer(&config)
         .await
-        .map_err(|e| UsageError {
-            flag: "--tokenizer",
-            message: match e {
-                bench_core::RunError::Tokenizer(t) => t.to_string(),
-                other => other.to_string(),
-            },
-        })?;
+        .map_err(|e| args.common.tokenizer_error(&e))?;
     eprintln!(
         "building {} prompts of ~{} tokens ({} warm-up) with {}",
         config.num_prompts, config.prompt.input_len, config.num_warmups, tokenizer.source
@@ -111,16 +85,65 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Prints the summary and warnings, then writes the result file.
+/// Prints the summary and warnings, then writes the result file; if `path` cannot be written
+/// after all (the disk filled, the folder went away), writes it to a temporary file instead and
+/// says where, so the measurement is not lost.
 pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Result<()> {
     print!("{}", summary::table(report));
     for w in summary::warnings(report) {
         eprintln!("warning: {w}");
     }
-    result::write_atomic(path, &result::to_json(report))
-        .with_context(|| format!("writing the result file {}", path.display()))?;
-    eprintln!("result written to {}", path.display());
+    let value = result::to_json(report);
+    match result::write_atomic(path, &value) {
+        Ok(()) => eprintln!("result written to {}", path.display()),
+        Err(e) => {
+            let rescue = std::env::temp_dir().join(format!(
+                "inferperf-{}-{}.json",
+                report.started_at.format("%Y%m%d-%H%M%S"),
+                std::process::id()
+            ));
+            result::write_atomic(&rescue, &value).with_context(|| {
+                format!(
+                    "writing the result file {} ({e}), and then {}",
+                    path.display(),
+                    rescue.display()
+                )
+            })?;
+            eprintln!(
+                "error: cannot write the result file {} ({e}); the result is in {} instead",
+                path.display(),
+                rescue.display()
+            );
+            anyhow::bail!("the result file {} could not be written", path.display());
+        }
+    }
     Ok(())
+}
+
+/// Fails with a usage error naming `flag` when `path` is a folder or its folder cannot be
+/// created or written (tried by creating and removing a temporary file there).
+pub fn check_writable(flag: &'static str, path: &std::path::Path) -> Result<(), UsageError> {
+    if path.is_dir() {
+        return Err(UsageError {
+            flag,
+            message: format!("{} is a folder; give a file name", path.display()),
+        });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".inferperf-write-check")
+                .tempfile_in(dir)
+                .map(drop)
+        })
+        .map_err(|e| UsageError {
+            flag,
+            message: format!("cannot write in {} ({e})", dir.display()),
+        })
 }
 
 /// One line of prompt-length figures.

@@ -6,5 +6,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
-    bench::main_with(bench::run(args), Outcome::exit_code)
+    bench_cli::main_with(bench::run(args), Outcome::exit_code)
 }

@@ -255,3 +255,51 @@ fn sigterm_writes_an_interrupted_result_and_exits_143() {
     assert_eq!(v["interrupted"], true);
     assert!(v["not_sent"].as_u64().unwrap_or(0) > 0);
 }
+
+/// A result path that cannot be written is refused before the first request, so no measurement
+/// is thrown away at the end.
+#[test]
+fn an_unwritable_result_path_is_refused_before_any_request() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    bench(&sim.url(), dir.path(), &["--disable-tqdm"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--result-filepath")
+                .and(predicate::str::contains("is a folder")),
+        );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    bench(&sim.url(), &file.join("r.json"), &["--disable-tqdm"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--result-filepath")
+                .and(predicate::str::contains("cannot write")),
+        );
+    let truth = sim
+        .handle
+        .as_ref()
+        .map(|h| h.truth().len())
+        .unwrap_or_default();
+    assert_eq!(truth, 0, "the server received nothing");
+}
+
+/// The library's warnings reach the user: a `--metadata` key that clashes with a result key is
+/// warned about by bench-core through `tracing`, and the line is on stderr.
+#[test]
+fn a_library_warning_reaches_stderr() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    bench(
+        &sim.url(),
+        &dir.path().join("r.json"),
+        &["--disable-tqdm", "--metadata", "median_ttft=mine"],
+    )
+    .assert()
+    .success()
+    .stderr(predicate::str::contains(
+        "--metadata median_ttft=... not written at top level",
+    ));
+}

@@ -3,8 +3,7 @@
 
 use crate::cell::Matrix;
 use crate::discover::Source;
-use anyhow::Context;
-use bench::CommonArgs;
+use bench_cli::{CommonArgs, UsageError};
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,20 +79,20 @@ pub enum ExistingPolicy {
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
     /// Input lengths in tokens, comma-separated [default: 1024,6144,10240,12288,14336].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub input_lens: Option<String>,
     /// Output length in tokens [default: 128].
-    #[arg(long)]
-    pub output_len: Option<u64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub output_len: Option<i64>,
     /// Concurrency levels, comma-separated [default: 4,8,16,32,64].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub concurrency: Option<String>,
     /// Measured prompts per cell = this x concurrency [default: 10].
-    #[arg(long)]
-    pub prompts_per_concurrency: Option<u64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub prompts_per_concurrency: Option<i64>,
     /// Warm-up requests per cell = this x concurrency [default: 2].
-    #[arg(long)]
-    pub warmups_per_concurrency: Option<u64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub warmups_per_concurrency: Option<i64>,
     /// TOML file with input_lens, concurrency, output_len, prompts_per_concurrency and
     /// warmups_per_concurrency.
     #[arg(long)]
@@ -144,16 +143,10 @@ impl SweepArgs {
     }
 
     /// The matrix: flags, else the TOML file, else the defaults.
-    pub fn matrix(&self) -> anyhow::Result<Matrix> {
+    pub fn matrix(&self) -> Result<Matrix, UsageError> {
         let m = &self.matrix;
-        let file: MatrixFile = match &m.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("--config {}: cannot read it", path.display()))?;
-                toml::from_str(&text).with_context(|| {
-                    format!("--config {}: not a valid matrix file", path.display())
-                })?
-            }
+        let file = match &m.config {
+            Some(path) => matrix_file(path)?,
             None => MatrixFile::default(),
         };
         let input_lens = match &m.input_lens {
@@ -166,69 +159,94 @@ impl SweepArgs {
             Some(s) => list("--concurrency", s)?,
             None => file.concurrency.unwrap_or_else(|| vec![4, 8, 16, 32, 64]),
         };
-        let positive = |flag: &str, v: u64| {
-            anyhow::ensure!(v > 0, "{flag}: must be at least 1");
-            Ok(v)
-        };
         for (flag, values) in [
             ("--input-lens", &input_lens),
             ("--concurrency", &concurrency),
         ] {
-            anyhow::ensure!(!values.is_empty(), "{flag}: give at least one value");
+            if values.is_empty() {
+                return Err(usage(flag, "give at least one value".into()));
+            }
             for v in values {
-                positive(flag, *v)?;
+                at_least(flag, i64::try_from(*v).unwrap_or(i64::MAX), 1)?;
             }
         }
+        let num = |flag: &'static str, given: Option<i64>, from_file: Option<u64>, default: u64| {
+            given
+                .or(from_file.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+                .map_or(Ok(default), |v| at_least(flag, v, 1))
+        };
         Ok(Matrix {
             input_lens,
             concurrency,
-            output_len: positive(
-                "--output-len",
-                m.output_len.or(file.output_len).unwrap_or(128),
-            )?,
-            prompts_per_concurrency: positive(
+            output_len: num("--output-len", m.output_len, file.output_len, 128)?,
+            prompts_per_concurrency: num(
                 "--prompts-per-concurrency",
-                m.prompts_per_concurrency
-                    .or(file.prompts_per_concurrency)
-                    .unwrap_or(10),
+                m.prompts_per_concurrency,
+                file.prompts_per_concurrency,
+                10,
             )?,
-            warmups_per_concurrency: m
-                .warmups_per_concurrency
-                .or(file.warmups_per_concurrency)
-                .unwrap_or(2),
+            warmups_per_concurrency: match m.warmups_per_concurrency {
+                Some(v) => at_least("--warmups-per-concurrency", v, 0)?,
+                None => file.warmups_per_concurrency.unwrap_or(2),
+            },
         })
     }
 
-    /// Where the server's URL comes from.
-    pub fn source(&self) -> anyhow::Result<Source> {
-        Ok(match &self.common.base_url {
-            Some(_) => Source::Fixed(self.common.base_url()?),
-            None => Source::ServerInfo(self.server_info.clone()),
-        })
+    /// Where the server's URL comes from: `--base-url`, or `--host`/`--port` when either is
+    /// given, else the server-info file.
+    pub fn source(&self) -> Result<Source, UsageError> {
+        let c = &self.common;
+        Ok(
+            if c.base_url.is_some() || c.host.is_some() || c.port.is_some() {
+                Source::Fixed(c.base_url()?)
+            } else {
+                Source::ServerInfo(self.server_info.clone())
+            },
+        )
     }
 
-    pub fn poll_interval(&self) -> anyhow::Result<Duration> {
-        Ok(bench::args::parse_duration(
-            "--poll-interval",
-            &self.poll_interval,
-        )?)
+    pub fn poll_interval(&self) -> Result<Duration, UsageError> {
+        bench_cli::parse_duration("--poll-interval", &self.poll_interval)
     }
 
-    pub fn wait_timeout(&self) -> anyhow::Result<Duration> {
-        Ok(bench::args::parse_duration(
-            "--wait-timeout",
-            &self.wait_timeout,
-        )?)
+    pub fn wait_timeout(&self) -> Result<Duration, UsageError> {
+        bench_cli::parse_duration("--wait-timeout", &self.wait_timeout)
     }
 }
 
-fn list(flag: &str, s: &str) -> anyhow::Result<Vec<u64>> {
+fn usage(flag: &'static str, message: String) -> UsageError {
+    UsageError { flag, message }
+}
+
+fn at_least(flag: &'static str, v: i64, min: i64) -> Result<u64, UsageError> {
+    u64::try_from(v)
+        .ok()
+        .filter(|_| v >= min)
+        .ok_or_else(|| usage(flag, format!("must be at least {min}, got {v}")))
+}
+
+fn matrix_file(path: &std::path::Path) -> Result<MatrixFile, UsageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(
+            "--config",
+            format!("{}: cannot read it ({e})", path.display()),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        usage(
+            "--config",
+            format!("{}: not a valid matrix file ({e})", path.display()),
+        )
+    })
+}
+
+fn list(flag: &'static str, s: &str) -> Result<Vec<u64>, UsageError> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.parse::<u64>()
-                .with_context(|| format!("{flag}: `{p}` is not a whole number"))
+        .map(|p| match p.parse::<i64>() {
+            Ok(v) => at_least(flag, v, 1),
+            Err(_) => Err(usage(flag, format!("`{p}` is not a whole number"))),
         })
         .collect()
 }
@@ -281,7 +299,7 @@ mod tests {
         assert_eq!(m.concurrency, vec![1, 3]);
         std::fs::write(&path, "input_len = [1]\n").expect("write");
         let err = parse(&["--config", &p]).matrix().expect_err("unknown key");
-        assert!(format!("{err:#}").contains("input_len"), "{err:#}");
+        assert!(err.to_string().contains("input_len"), "{err}");
     }
 
     #[test]
@@ -292,5 +310,13 @@ mod tests {
         assert!(err.to_string().contains("--input-lens"));
         let err = parse(&["--concurrency", "0"]).matrix().expect_err("zero");
         assert!(err.to_string().contains("--concurrency"));
+        let err = parse(&["--input-lens", "-64"])
+            .matrix()
+            .expect_err("negative");
+        assert_eq!(err.to_string(), "--input-lens: must be at least 1, got -64");
+        let err = parse(&["--output-len", "-5"])
+            .matrix()
+            .expect_err("negative");
+        assert_eq!(err.to_string(), "--output-len: must be at least 1, got -5");
     }
 }

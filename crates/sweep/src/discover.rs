@@ -15,11 +15,15 @@ pub enum Source {
 /// Why no healthy server was found.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
-    #[error("--server-info {path}: no file appeared within {waited:?}")]
+    #[error("--server-info {path}: no file appeared within {}", secs(*waited))]
     NoFile { path: PathBuf, waited: Duration },
+    #[error("--server-info {path}: the file stayed empty for {} (the serve job writes the server's URL into it once the server is up)", secs(*waited))]
+    EmptyFile { path: PathBuf, waited: Duration },
+    #[error("nothing is listening at {url} (connection refused for {}): is the server up, and is --base-url right? (without --base-url, sweep waits for a serve job's --server-info file)", secs(*waited))]
+    Refused { url: String, waited: Duration },
     #[error("--server-info {path}: `{content}` is not an http(s) URL; the serve job writes e.g. http://node12:8000")]
     Malformed { path: PathBuf, content: String },
-    #[error("{url}/health did not answer 200 within {waited:?} (last: {last})")]
+    #[error("{url}/health did not answer 200 within {} (last: {last})", secs(*waited))]
     Unhealthy {
         url: String,
         waited: Duration,
@@ -27,6 +31,22 @@ pub enum DiscoverError {
     },
     #[error("stopped while waiting for the server")]
     Stopped,
+}
+
+/// `90 s`, `1 h 30 min`: a wait as a user reads it.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{:.0} s", d.as_secs_f64()),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// With a fixed URL, how long "connection refused" is waited out (a server restarting) before it
+/// is an error, nothing being about to appear there: 15 polls, between 5 and 30 seconds.
+fn refused_grace(poll: Duration) -> Duration {
+    (poll * 15).clamp(Duration::from_secs(5), Duration::from_secs(30))
 }
 
 /// Polls until a server answers `/health`.
@@ -66,24 +86,33 @@ impl Discovery {
         let start = Instant::now();
         let mut last;
         let mut next_log = Instant::now();
+        let mut refused_since: Option<Instant> = None;
         loop {
             let url = match &self.source {
                 Source::Fixed(u) => u.clone(),
                 Source::ServerInfo(path) => match read_server_info(path) {
                     Ok(Some(u)) => u,
                     Ok(None) if start.elapsed() >= self.timeout => {
-                        return Err(DiscoverError::NoFile {
-                            path: path.clone(),
-                            waited: self.timeout,
-                        })
+                        let waited = self.timeout;
+                        return Err(if path.exists() {
+                            DiscoverError::EmptyFile {
+                                path: path.clone(),
+                                waited,
+                            }
+                        } else {
+                            DiscoverError::NoFile {
+                                path: path.clone(),
+                                waited,
+                            }
+                        });
                     }
                     Ok(None) => {
                         if Instant::now() >= next_log {
-                            eprintln!(
-                                "waiting for {} to appear ({:.0}s so far)",
+                            bench_core::progress::say(&format!(
+                                "waiting for {} to hold the server's URL ({} so far)",
                                 path.display(),
-                                start.elapsed().as_secs_f64()
-                            );
+                                secs(start.elapsed())
+                            ));
                             next_log = Instant::now() + Duration::from_secs(30);
                         }
                         self.sleep(stop).await?;
@@ -94,8 +123,22 @@ impl Discovery {
             };
             match self.http.get(format!("{url}/health")).send().await {
                 Ok(r) if r.status().is_success() => return Ok(url),
-                Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = e.to_string(),
+                Ok(r) => {
+                    refused_since = None;
+                    last = format!("HTTP {}", r.status());
+                }
+                Err(e) => {
+                    last = reqwest_cause(&e);
+                    let since = *refused_since.get_or_insert_with(Instant::now);
+                    let fixed = matches!(self.source, Source::Fixed(_));
+                    let grace = refused_grace(self.poll).min(self.timeout);
+                    if fixed && e.is_connect() && since.elapsed() >= grace {
+                        return Err(DiscoverError::Refused {
+                            url,
+                            waited: since.elapsed(),
+                        });
+                    }
+                }
             }
             if start.elapsed() >= self.timeout {
                 return Err(DiscoverError::Unhealthy {
@@ -105,10 +148,10 @@ impl Discovery {
                 });
             }
             if Instant::now() >= next_log {
-                eprintln!(
-                    "waiting for {url}/health ({last}, {:.0}s so far)",
-                    start.elapsed().as_secs_f64()
-                );
+                bench_core::progress::say(&format!(
+                    "waiting for {url}/health ({last}, {} so far)",
+                    secs(start.elapsed())
+                ));
                 next_log = Instant::now() + Duration::from_secs(30);
             }
             self.sleep(stop).await?;
@@ -126,6 +169,16 @@ impl Discovery {
             () = stop.cancelled() => Err(DiscoverError::Stopped),
         }
     }
+}
+
+/// The innermost cause of a request error ("Connection refused (os error 111)"), not reqwest's
+/// "error sending request for url (...)" wrapper.
+fn reqwest_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    source.to_string()
 }
 
 /// The URL in a server-info file: its first non-empty line. `None` while the file is absent or

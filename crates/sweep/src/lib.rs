@@ -17,8 +17,8 @@ pub mod summary;
 pub use args::SweepArgs;
 
 use anyhow::Context;
-use bench::signal::{self, Signal};
-use bench_core::progress::ProgressMode;
+use bench_cli::signal::{self, Signal};
+use bench_core::progress::{self, ProgressMode};
 use bench_core::{result, RunConfig};
 use cell::{Cell, Existing};
 use discover::Discovery;
@@ -89,7 +89,12 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     {
         eprintln!("note: {caution}");
     }
-    let mut session = Session::connect(plan, &args, stop, simulated).await?;
+    let Some(mut session) = Session::connect(plan, &args, stop, simulated).await? else {
+        return Ok(SweepOutcome {
+            rows: Vec::new(),
+            interrupted_by: signals.received(),
+        });
+    };
     if session.plan.existing == args::ExistingPolicy::Beside {
         session.choose_name();
     }
@@ -141,13 +146,13 @@ struct Session {
 }
 
 impl Session {
-    /// Waits for a healthy server and loads the tokenizer.
+    /// Waits for a healthy server and loads the tokenizer; `None` when a signal came meanwhile.
     async fn connect(
         plan: Plan,
         args: &SweepArgs,
         stop: CancellationToken,
         simulated: Option<simulate::Simulated>,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Option<Self>> {
         let ca_cert = plan.base.ca_cert.as_deref();
         let mut discovery = Discovery::new(args.source()?, args.wait_timeout()?, ca_cert)
             .with_context(|| match ca_cert {
@@ -155,16 +160,18 @@ impl Session {
                 None => "building the health-check client".into(),
             })?;
         discovery.poll = args.poll_interval()?;
-        let url = discovery
-            .healthy(&stop)
-            .await
-            .map_err(anyhow::Error::from)?;
-        eprintln!("server healthy at {url}");
+        // A tokenizer that cannot be had is found before waiting for the server, not after.
         let tokenizer = bench_core::load_tokenizer(&plan.base)
             .await
-            .with_context(|| format!("--tokenizer {}", plan.base.tokenizer))?;
-        let bar = CellsBar::new(&plan.progress, plan.cells.len());
-        Ok(Self {
+            .map_err(|e| args.common.tokenizer_error(&e))?;
+        let url = match discovery.healthy(&stop).await {
+            Ok(url) => url,
+            Err(discover::DiscoverError::Stopped) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        eprintln!("server healthy at {url}");
+        let bar = CellsBar::new(plan.progress, plan.cells.len());
+        Ok(Some(Self {
             plan,
             discovery,
             url,
@@ -172,7 +179,7 @@ impl Session {
             stop,
             simulated,
             bar,
-        })
+        }))
     }
 
     /// Every cell in order, the summary rewritten after each.
@@ -197,25 +204,22 @@ impl Session {
 
     /// A line on stderr that does not tear the progress bars.
     fn say(&self, line: &str) {
-        self.bar.say(line);
+        progress::say(line);
     }
 }
 
-/// On a terminal, a bar over the cells above each cell's requests bar; elsewhere plain lines.
+/// On a terminal, a bar over the cells above each cell's requests bar; elsewhere nothing (each
+/// cell has its lines).
 struct CellsBar {
-    multi: Option<indicatif::MultiProgress>,
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl CellsBar {
-    fn new(mode: &ProgressMode, cells: usize) -> Self {
-        let ProgressMode::Bar(Some(multi)) = mode else {
-            return Self {
-                multi: None,
-                bar: None,
-            };
-        };
-        let bar = multi.add(indicatif::ProgressBar::new(cells as u64));
+    fn new(mode: ProgressMode, cells: usize) -> Self {
+        if mode != ProgressMode::Bar {
+            return Self { bar: None };
+        }
+        let bar = progress::bars().add(indicatif::ProgressBar::new(cells as u64));
         let style = indicatif::ProgressStyle::with_template(
             "{prefix:>8} {bar:40.green/white} {pos}/{len} cells [{elapsed_precise}<{eta_precise}]",
         )
@@ -224,20 +228,7 @@ impl CellsBar {
         bar.set_prefix("sweep");
         // Redraw on a timer: the bar changes once per cell, and must show meanwhile.
         bar.enable_steady_tick(std::time::Duration::from_millis(500));
-        Self {
-            multi: Some(multi.clone()),
-            bar: Some(bar),
-        }
-    }
-
-    /// A log line that does not tear the bars.
-    fn say(&self, line: &str) {
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
+        Self { bar: Some(bar) }
     }
 
     fn inc(&self) {
@@ -273,7 +264,7 @@ fn draw_demo_charts(results_dir: &Path) {
 
 fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
     let matrix = args.matrix()?;
-    let mut base = args.common.to_config(bench::Shape {
+    let mut base = args.common.to_config(bench_cli::Shape {
         input_len: matrix.input_lens.first().copied().unwrap_or(1) as i64,
         output_len: matrix.output_len as i64,
         num_prompts: 1,
@@ -291,10 +282,7 @@ fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
         results_dir: args.results_dir.clone(),
         retries: args.retries,
         existing: args.existing,
-        progress: match ProgressMode::detect(args.common.disable_tqdm) {
-            ProgressMode::Bar(_) => ProgressMode::Bar(Some(indicatif::MultiProgress::new())),
-            other => other,
-        },
+        progress: ProgressMode::detect(args.common.disable_tqdm),
         base,
     })
 }
@@ -410,14 +398,14 @@ impl Session {
         loop {
             attempt += 1;
             if !self.discovery.is_healthy(&self.url).await {
-                eprintln!(
+                self.say(&format!(
                     "  server at {} is not healthy: waiting for it (re-reading the server-info file)",
                     self.url
-                );
+                ));
                 if !self.wait_for_server().await? {
                     return Ok(CellRow::empty(&name, cell, CellStatus::Interrupted));
                 }
-                eprintln!("  server healthy at {}", self.url);
+                self.say(&format!("  server healthy at {}", self.url));
             }
             let (partial, seconds) = match self.attempt(cell, &done, attempt).await? {
                 Attempt::Ended(row) => return Ok(*row),
@@ -430,7 +418,7 @@ impl Session {
                 // A failed cell often means the server went away: wait for it before retrying.
                 CellStatus::Interrupted
             } else {
-                eprintln!("  retrying on the server healthy at {}", self.url);
+                self.say(&format!("  retrying on the server healthy at {}", self.url));
                 continue;
             };
             let mut row = CellRow::from_file(&name, cell, &partial, status);
@@ -526,8 +514,7 @@ impl Session {
             let scale = sim.pace(cell, plan.base.prompt.range_ratio);
             self.say(&format!("  simulator at {scale}x real time"));
         }
-        let report =
-            bench_core::execute(&config, &prepared, &self.stop, plan.progress.clone()).await?;
+        let report = bench_core::execute(&config, &prepared, &self.stop, plan.progress).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
         // Every prompt completed, even if a signal came while the last ones finished.
@@ -568,13 +555,18 @@ impl Session {
             row.seconds = Some(seconds);
             return Ok(Attempt::Ended(Box::new(row)));
         }
-        eprintln!(
-            "  attempt {attempt}: {} of {} completed ({:?}); kept as {}",
+        let reasons: Vec<&String> = report.metrics.failures.keys().collect();
+        self.say(&format!(
+            "  attempt {attempt}: {} of {} completed (failures: {}); kept as {}",
             report.metrics.completed,
             cell.num_prompts,
-            report.metrics.failures.keys().collect::<Vec<_>>(),
+            reasons
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             partial.display()
-        );
+        ));
         Ok(Attempt::Incomplete { partial, seconds })
     }
 }

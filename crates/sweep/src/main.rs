@@ -5,5 +5,5 @@ use sweep::{SweepArgs, SweepOutcome};
 
 fn main() -> ExitCode {
     let args = SweepArgs::parse_args();
-    bench::main_with(sweep::run(args), SweepOutcome::exit_code)
+    bench_cli::main_with(sweep::run(args), SweepOutcome::exit_code)
 }

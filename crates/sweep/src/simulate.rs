@@ -280,7 +280,7 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
         c.tokenizer = Some(tok_path.display().to_string());
     }
     if c.tp.is_none() && !c.metadata.iter().any(|m| m.starts_with("tp=")) {
-        c.tp = Some(tp);
+        c.tp = Some(i64::from(tp));
     }
     c.metadata.push(format!("sim_preset={}", args.sim_preset));
     // The simulator has no prefix cache, so the demo may repeat its prompts: the same seed every

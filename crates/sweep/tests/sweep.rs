@@ -181,7 +181,7 @@ fn a_server_info_file_that_appears_late_is_waited_for() {
     sweep(&results, &["--server-info", &info.display().to_string()])
         .assert()
         .success()
-        .stderr(predicate::str::contains("to appear"));
+        .stderr(predicate::str::contains("to hold the server"));
     writer.join().expect("writer");
     assert_eq!(cell_files(&results).len(), 4);
     sims.stop(sim);
@@ -384,4 +384,77 @@ fn cells_measured_otherwise_are_kept_aside_or_beside_never_overwritten() {
         .filter(|r| r["name"] == "t")
         .all(|r| r["status"] == "earlier"));
     sims.stop(sim);
+}
+
+/// Waiting, as a user meets it: an explicit URL with nothing listening is an error within the
+/// grace period, not an hour of retries; an empty server-info file is named as empty; SIGINT
+/// while waiting exits 130.
+#[test]
+fn waiting_fails_fast_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", dead.local_addr().expect("addr"));
+    drop(dead);
+    let started = Instant::now();
+    Command::from_std(sweep_process(
+        &dir.path().join("r"),
+        &["--base-url", &url, "--wait-timeout", "1h"],
+    ))
+    .assert()
+    .code(1)
+    .stderr(
+        predicate::str::contains("nothing is listening at")
+            .and(predicate::str::contains("refused")),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a refused connection is not waited out for the hour"
+    );
+
+    let info = dir.path().join("server_info.txt");
+    std::fs::write(&info, "\n").expect("write");
+    Command::from_std(sweep_process(
+        &dir.path().join("r"),
+        &[
+            "--server-info",
+            &info.display().to_string(),
+            "--wait-timeout",
+            "1s",
+        ],
+    ))
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("the file stayed empty"));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_while_waiting_exits_130() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("never.txt");
+    let mut child = sweep_process(
+        &dir.path().join("r"),
+        &[
+            "--server-info",
+            &info.display().to_string(),
+            "--wait-timeout",
+            "1h",
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawns");
+    // Wait until it says it is waiting, then interrupt it.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let waiting = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("waiting for"));
+    assert!(waiting, "it says what it waits for");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(child.wait().expect("exits").code(), Some(130));
 }
