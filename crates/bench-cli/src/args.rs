@@ -104,9 +104,14 @@ pub struct CommonArgs {
     #[arg(long)]
     pub save_detailed: bool,
 
-    /// Give up on one request after this long (seconds, or e.g. "90s", "30m").
+    /// Give up on one request after this long in all (seconds, or e.g. "90s", "30m").
     #[arg(long, default_value = "30m")]
     pub request_timeout: String,
+
+    /// Give up on one request when nothing arrives for this long ("off": only
+    /// --request-timeout); its failure reason is idle_timeout.
+    #[arg(long, default_value = "10m")]
+    pub idle_timeout: String,
 
     /// For https:// servers: also trust the CA certificates in this PEM file (a private CA).
     #[arg(long, value_name = "PEM")]
@@ -209,6 +214,10 @@ impl CommonArgs {
             percentiles: parse_percentiles(&self.percentiles)?,
             save_detailed: self.save_detailed,
             request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
+            idle_timeout: match self.idle_timeout.as_str() {
+                "off" => None,
+                s => Some(parse_duration("--idle-timeout", s)?),
+            },
             ca_cert: self.ca_cert.clone().map(check_ca_cert).transpose()?,
             server_metrics_interval: self.server_metrics_interval()?,
             interrupt_grace: Duration::from_secs(5),

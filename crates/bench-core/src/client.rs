@@ -29,6 +29,22 @@ pub enum ClientError {
     Tls(std::io::Error),
 }
 
+/// The longest event a stream may send: one token's event is a few hundred bytes, so a server
+/// sending more without ending it (no blank line, or a line without end) is broken, and the
+/// request fails rather than the client's memory growing.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Generated text kept per request (it is only re-tokenized when the server sends no usage).
+const MAX_TEXT_BYTES: usize = 4 << 20;
+
+/// How long a request may take: in all, and between any two reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole request, from send to its last byte.
+    pub total: Duration,
+    /// Silence on the connection: no bytes for this long ends the request.
+    pub idle: Option<Duration>,
+}
+
 /// A reusable client for one endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -44,7 +60,7 @@ impl Client {
         url: &str,
         api: ApiKind,
         api_key: Option<String>,
-        timeout: Duration,
+        timeouts: Timeouts,
         ca_cert: Option<&std::path::Path>,
     ) -> Result<Self, ClientError> {
         let https = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
@@ -54,12 +70,13 @@ impl Client {
             None
         };
         let transport = Transport::with_tls(url, tls)
-            .ok_or_else(|| ClientError::UnsupportedUrl(url.to_string()))?;
+            .ok_or_else(|| ClientError::UnsupportedUrl(url.to_string()))?
+            .with_idle_timeout(timeouts.idle);
         Ok(Self {
             transport: Arc::new(transport),
             api,
             api_key,
-            timeout,
+            timeout: timeouts.total,
         })
     }
 
@@ -111,6 +128,12 @@ impl Client {
                 decoder.feed(bytes, |frame| {
                     state.on_event(classify(frame, state.api), arrived)
                 });
+                if decoder.pending_bytes() > MAX_EVENT_BYTES && state.failure.is_none() {
+                    state.failure = Some(FailureReason::Malformed(format!(
+                        "an event of over {} KiB without its end (a blank line)",
+                        MAX_EVENT_BYTES / 1024
+                    )));
+                }
                 if state.failure.is_some() {
                     Flow::Abort
                 } else if state.done {
@@ -122,6 +145,7 @@ impl Client {
             .await;
         match status {
             Err(TransportError::Connect(e)) => return Err(FailureReason::Connect(chain(&e))),
+            Err(TransportError::Idle(d)) => return Err(FailureReason::IdleTimeout(d)),
             Err(TransportError::Malformed(m)) => {
                 return Err(FailureReason::Malformed(format!(
                     "malformed HTTP response: {m}"
@@ -210,7 +234,9 @@ impl StreamState {
                 usage,
             }) => {
                 self.events.push(arrived);
-                self.text.push_str(&text);
+                if self.text.len() + text.len() <= MAX_TEXT_BYTES {
+                    self.text.push_str(&text);
+                }
                 match tokens {
                     Some(n) => {
                         self.event_tokens = self.event_tokens.map(|t| t + u64::from(n));

@@ -89,6 +89,8 @@ pub struct RunConfig {
     pub percentiles: Vec<f64>,
     pub save_detailed: bool,
     pub request_timeout: Duration,
+    /// Give up on a request when nothing arrives for this long; `None`: only the total limit.
+    pub idle_timeout: Option<Duration>,
     /// How long requests in flight may finish after an interrupt.
     pub interrupt_grace: Duration,
     /// Tensor-parallel size the run declares, for per-GPU figures.
@@ -103,6 +105,10 @@ pub struct RunConfig {
     /// Bearer token; never in the result file or a log.
     pub api_key: Option<String>,
 }
+
+/// How long a request may stay silent before it is given up on, unless told otherwise: long
+/// enough for a prompt queued behind thousands on a busy server to reach its first token.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How often `/metrics` is scraped while a run goes on, unless told otherwise.
 pub const SERVER_METRICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -140,6 +146,7 @@ impl RunConfig {
             percentiles: self.percentiles.clone(),
             save_detailed: self.save_detailed,
             request_timeout: self.request_timeout.as_secs_f64(),
+            idle_timeout: self.idle_timeout.map(|d| d.as_secs_f64()),
             interrupt_grace: self.interrupt_grace.as_secs_f64(),
             tp: self.tp,
             metadata: self.metadata.clone(),
@@ -186,6 +193,7 @@ impl RunConfig {
             percentiles: vec![50.0, 90.0, 95.0, 99.0],
             save_detailed: false,
             request_timeout: Duration::from_secs(1800),
+            idle_timeout: Some(IDLE_TIMEOUT),
             ca_cert: None,
             server_metrics_interval: Some(SERVER_METRICS_INTERVAL),
             interrupt_grace: Duration::from_secs(5),

@@ -14,6 +14,8 @@ pub enum FailureReason {
     HttpStatus { status: u16, message: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("nothing arrived for {0:?}")]
+    IdleTimeout(Duration),
     #[error("stream cut before its end: {0}")]
     StreamCut(String),
     #[error("{0}")]
@@ -33,6 +35,7 @@ impl FailureReason {
             Self::Connect(_) => "connect",
             Self::HttpStatus { .. } => "http_status",
             Self::Timeout(_) => "timeout",
+            Self::IdleTimeout(_) => "idle_timeout",
             Self::StreamCut(_) => "stream_cut",
             Self::Malformed(_) => "malformed_event",
             Self::ServerError(_) => "server_error_event",

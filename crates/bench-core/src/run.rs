@@ -88,7 +88,10 @@ pub async fn execute(
         &config.url(),
         config.endpoint.api,
         config.api_key.clone(),
-        config.request_timeout,
+        crate::client::Timeouts {
+            total: config.request_timeout,
+            idle: config.idle_timeout,
+        },
         config.ca_cert.as_deref(),
     )
     .map_err(|e| RunError::Client(e.to_string()))?;

@@ -16,7 +16,7 @@ use crate::socket::{Arrival, StampedStream};
 use crate::tls::TlsStream;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most response-head bytes accepted.
 const HEAD_LIMIT: usize = 64 * 1024;
@@ -36,6 +36,8 @@ pub enum TransportError {
     Malformed(String),
     #[error("connection closed before the response ended")]
     Closed,
+    #[error("nothing arrived for {0:?}")]
+    Idle(Duration),
 }
 
 /// How the body is delimited.
@@ -107,6 +109,8 @@ pub struct Transport {
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
     idle: Mutex<Vec<Conn>>,
     reads: Mutex<ReadStats>,
+    /// Longest wait for any bytes of a response: a server that stops sending is given up on.
+    idle_timeout: Option<Duration>,
 }
 
 /// One connection, plain or encrypted.
@@ -145,6 +149,12 @@ impl Transport {
 
     /// As [`Transport::for_url`], with `tls` as the configuration for `https://` (a private CA's
     /// roots, say). `None` for a URL that is neither, or `https://` without a configuration.
+    /// Gives up on a response when no bytes arrive for `limit`.
+    pub fn with_idle_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.idle_timeout = limit;
+        self
+    }
+
     pub fn with_tls(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Option<Self> {
         let parsed = reqwest::Url::parse(url).ok()?;
         let tls = match (parsed.scheme(), tls) {
@@ -166,6 +176,7 @@ impl Transport {
             tls,
             idle: Mutex::new(Vec::new()),
             reads: Mutex::new(ReadStats::default()),
+            idle_timeout: None,
         })
     }
 
@@ -224,6 +235,7 @@ impl Transport {
         let mut reader = Reader {
             floor: Instant::now(),
             tally: &self.reads,
+            idle: self.idle_timeout,
         };
         // A pooled connection the server has closed fails on first use: retry once, fresh.
         let (mut conn, reused) = self.connection().await?;
@@ -275,6 +287,8 @@ impl Transport {
 struct Reader<'t> {
     floor: Instant,
     tally: &'t Mutex<ReadStats>,
+    /// Longest wait for a read.
+    idle: Option<Duration>,
 }
 
 impl Reader<'_> {
@@ -285,8 +299,8 @@ impl Reader<'_> {
         conn: &mut Conn,
         mut take: impl FnMut(&[u8], Instant) -> R,
     ) -> Result<R, TransportError> {
-        let Self { floor, tally } = self;
-        conn.read_with(|bytes, arrival| {
+        let Self { floor, tally, idle } = self;
+        let read = conn.read_with(|bytes, arrival| {
             let arrival = arrival.not_before(*floor);
             *floor = arrival.at;
             if !bytes.is_empty() {
@@ -295,9 +309,14 @@ impl Reader<'_> {
                 }
             }
             take(bytes, arrival.at)
-        })
-        .await
-        .map_err(TransportError::Io)
+        });
+        match *idle {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .map_err(|_| TransportError::Idle(limit))?
+                .map_err(TransportError::Io),
+            None => read.await.map_err(TransportError::Io),
+        }
     }
 }
 

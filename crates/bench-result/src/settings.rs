@@ -104,6 +104,9 @@ pub struct RunSettings {
     pub save_detailed: bool,
     /// Seconds.
     pub request_timeout: f64,
+    /// Seconds of silence after which a request is given up on; `None`: only the total limit.
+    #[serde(default)]
+    pub idle_timeout: Option<f64>,
     /// Seconds requests in flight may finish after an interrupt.
     pub interrupt_grace: f64,
     pub tp: u32,
@@ -125,6 +128,7 @@ const NOT_MEASURED: &[&str] = &[
     "/percentiles",
     "/interrupt_grace",
     "/request_timeout",
+    "/idle_timeout",
 ];
 
 impl RunSettings {

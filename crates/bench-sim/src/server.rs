@@ -345,7 +345,12 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     s.requests_total.fetch_add(1, Ordering::Relaxed);
     let (prompt_tokens, max_tokens) = match admit(&s, &mut job).await {
         Ok(sizes) => sizes,
-        Err(refusal) => return refusal,
+        Err(refusal) => {
+            let truth =
+                RequestTruth::refused(job.request_id.take(), arrival, refusal.status().as_u16());
+            s.truth.push(truth);
+            return refusal;
+        }
     };
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let faults = s
@@ -353,6 +358,9 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         .faults
         .decide(s.config.seed, id, max_tokens, job.ignore_eos);
     if faults.http_500 {
+        let mut truth = RequestTruth::refused(job.request_id.take(), arrival, 500);
+        truth.fault = Some("http_500");
+        s.truth.push(truth);
         return json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &wire::error_body(
@@ -387,7 +395,13 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         "completions"
     };
     let sizes = (prompt_tokens, max_tokens);
-    let truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, arrival);
+    let mut truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, arrival);
+    truth.fault = faults.mid.map(|m| match m {
+        crate::fault::MidStream::ErrorEvent(_) => "error_event",
+        crate::fault::MidStream::Cut(_) => "cut",
+        crate::fault::MidStream::Malformed(_) => "malformed",
+        crate::fault::MidStream::Stall(..) => "stall",
+    });
     let reply = Reply::new(s, timeline, writer, faults, truth, job.include_usage);
     reply.respond(job.stream).await
 }

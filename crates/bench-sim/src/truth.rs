@@ -22,6 +22,9 @@ pub enum TruthOutcome {
     ClientGone,
     /// Cut by a scripted restart.
     Restarted,
+    /// Answered with this HTTP status instead of a stream (not ready, unknown model, a prompt
+    /// too long, an injected 500).
+    Refused(u16),
 }
 
 /// One event handed to the connection.
@@ -46,6 +49,9 @@ pub struct RequestTruth {
     pub token_due: Vec<Instant>,
     pub events: Vec<SentEvent>,
     pub outcome: TruthOutcome,
+    /// The fault the simulator injected into this request, if any (`http_500`, `error_event`,
+    /// `cut`, `malformed`, `stall`): whatever the client then did, this is what it was given.
+    pub fault: Option<&'static str>,
 }
 
 impl RequestTruth {
@@ -70,7 +76,15 @@ impl RequestTruth {
             token_due: Vec::with_capacity(room),
             events: Vec::with_capacity(room + 3),
             outcome: TruthOutcome::ClientGone,
+            fault: None,
         }
+    }
+
+    /// A request answered with `status` instead of a stream.
+    pub fn refused(request_id: Option<String>, arrival: Instant, status: u16) -> Self {
+        let mut t = Self::admitted(u64::MAX, request_id, "refused", (0, 0), arrival);
+        t.outcome = TruthOutcome::Refused(status);
+        t
     }
 
     /// Hand-over times of the events that carried output.
@@ -144,6 +158,7 @@ impl TruthLog {
             "event_sent_s": t.events.iter().map(|e| s(e.at)).collect::<Vec<_>>(),
             "event_tokens": t.events.iter().map(|e| e.tokens).collect::<Vec<_>>(),
             "outcome": t.outcome,
+            "fault": t.fault,
         })
     }
 }

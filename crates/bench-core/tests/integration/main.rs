@@ -1,6 +1,8 @@
 //! bench-core's integration tests: one binary, one module per concern.
 
 mod failures;
+mod fault_matrix;
+mod hostile;
 mod measure;
 mod prompts;
 mod schema;

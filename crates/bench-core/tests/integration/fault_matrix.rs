@@ -1,0 +1,157 @@
+//! The fault matrix: against the simulator's injected faults, alone and mixed, at rates from 1%
+//! to 50%, every fault the simulator's truth log says it injected is a failure with the right
+//! reason, nothing else fails, completed requests keep the simulator's timing, the run ends and
+//! its file reads back.
+
+use crate::support::{config, fixed_sim, run};
+use bench_sim::SimConfig;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The client's reason for each fault the simulator injects.
+const REASONS: [(&str, &str); 5] = [
+    ("http_500", "http_500"),
+    ("error_event", "server_error_event"),
+    ("cut", "stream_cut"),
+    ("malformed", "malformed_event"),
+    // A stall longer than the idle timeout ends by it.
+    ("stall", "idle_timeout"),
+];
+
+fn set(c: &mut SimConfig, fault: &str, rate: f64) {
+    let f = &mut c.faults;
+    match fault {
+        "http_500" => f.http_500 = rate,
+        "error_event" => f.error_event = rate,
+        "cut" => f.cut = rate,
+        "malformed" => f.malformed = rate,
+        "stall" => f.stall = rate,
+        other => panic!("no fault {other}"),
+    }
+}
+
+/// One run of 48 requests against a simulator with `faults` at `rate` (plus requests without
+/// usage and with several tokens per event, which are not failures); checks it against the
+/// simulator's truth.
+async fn check(faults: &[&str], rate: f64, seed: u64) {
+    let sim = fixed_sim(2, 2, |c| {
+        c.seed = seed;
+        for f in faults {
+            set(c, f, rate);
+        }
+        c.faults.stall_for = Duration::from_secs(2);
+        c.faults.no_usage = rate;
+        c.faults.multi_token = rate;
+        c.faults.tokens_per_event = 3;
+    })
+    .await;
+    let mut c = config(&sim.url(), 48, 32, 12);
+    c.max_concurrency = std::num::NonZeroUsize::new(8);
+    c.idle_timeout = Some(Duration::from_millis(400));
+    let report = tokio::time::timeout(Duration::from_secs(120), run(&c))
+        .await
+        .expect("the run ends");
+    let label = format!("{faults:?} at {rate}");
+    let mut injected: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in sim.truth() {
+        if t.request_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("inferperf-m"))
+        {
+            if let Some(f) = t.fault {
+                let reason = REASONS.iter().find(|(k, _)| *k == f).map(|(_, r)| *r);
+                *injected.entry(reason.expect("a known fault")).or_default() += 1;
+            }
+        }
+    }
+    let failed: BTreeMap<&str, u64> = report
+        .metrics
+        .failures
+        .iter()
+        .map(|(k, g)| (k.as_str(), g.count))
+        .collect();
+    assert_eq!(
+        failed, injected,
+        "{label}: failures by reason against the truth"
+    );
+    let total: u64 = injected.values().sum();
+    assert_eq!(report.metrics.completed as u64, 48 - total, "{label}");
+    // Completed requests keep the simulator's timing: 2 ms per token, whatever else happened.
+    if report.metrics.completed > 0 {
+        let tpot = report.metrics.tpot_ms.median;
+        assert!((tpot - 2.0).abs() < 1.0, "{label}: median TPOT {tpot}");
+    }
+    let value = bench_core::result::to_json(&report);
+    let back = bench_result::parse(value.to_string().as_bytes(), std::path::Path::new("r.json"))
+        .expect("the file reads back");
+    assert_eq!(back.completed, Some(report.metrics.completed as u64));
+    assert_eq!(back.failures.map(|f| f.len()), Some(failed.len()));
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_alone_is_counted_with_its_reason() {
+    for (i, (fault, _)) in REASONS.iter().enumerate() {
+        check(&[fault], 0.25, i as u64).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_faults_at_1_10_and_50_percent() {
+    let all: Vec<&str> = REASONS.iter().map(|(f, _)| *f).collect();
+    for (rate, seed) in [(0.01, 11), (0.1, 12), (0.5, 13)] {
+        check(&all, rate, seed).await;
+    }
+}
+
+/// A slow start and a restart: requests the simulator refused while it was not ready are
+/// `http_503`, streams its restart cut are `stream_cut`, exactly as many as its truth says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_and_a_restart_are_counted_against_the_truth() {
+    // Prompts are built first, so the run starts within the simulator's slow start.
+    let mut c = config("http://127.0.0.1:9", 40, 16, 10);
+    c.max_concurrency = std::num::NonZeroUsize::new(4);
+    c.request_rate = bench_core::RequestRate::PerSecond(40.0);
+    let prepared = bench_core::prepare(&c, crate::support::tokenizer())
+        .await
+        .expect("prompts");
+    let sim = fixed_sim(2, 20, |c| {
+        c.slow_start = Duration::from_millis(200);
+        c.restart_after = Some(Duration::from_millis(900));
+        c.restart_downtime = Duration::from_millis(300);
+    })
+    .await;
+    c.base_url = sim.url();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let off = bench_core::progress::ProgressMode::Off;
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        bench_core::execute(&c, &prepared, &stop, off),
+    )
+    .await
+    .expect("the run ends")
+    .expect("the run executes");
+    let truth = sim.truth();
+    let refused = truth
+        .iter()
+        .filter(|t| t.outcome == bench_sim::truth::TruthOutcome::Refused(503))
+        .count() as u64;
+    let restarted = truth
+        .iter()
+        .filter(|t| t.outcome == bench_sim::truth::TruthOutcome::Restarted)
+        .count() as u64;
+    let count = |k: &str| report.metrics.failures.get(k).map_or(0, |g| g.count);
+    assert!(
+        refused > 0 && restarted > 0,
+        "the faults struck: {refused} refused, {restarted} cut"
+    );
+    assert_eq!(count("http_503"), refused);
+    assert_eq!(count("stream_cut"), restarted);
+    assert_eq!(
+        report.metrics.completed as u64 + refused + restarted,
+        40,
+        "{:?}",
+        report.metrics.failures
+    );
+    sim.stop().await;
+}
