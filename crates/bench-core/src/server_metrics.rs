@@ -6,7 +6,7 @@
 //! histograms give the server's own means over the phase (`_sum` / `_count` deltas), to set
 //! beside the client's: the difference is the network and the HTTP front end.
 //!
-//! Names ([`Names`]) are vLLM's (checked against a running vLLM 0.32 in the conformance tests),
+//! Names (`Names`) are vLLM's (checked against a running vLLM 0.32 in the conformance tests),
 //! SGLang's (from its documentation and source; not checked against a running server here), and
 //! the simulator's `inferperf_sim:` schedule counters. Every engine's and model's series are
 //! summed. A counter that went backwards means the server restarted: its deltas are dropped and

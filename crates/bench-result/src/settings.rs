@@ -134,7 +134,7 @@ const NOT_MEASURED: &[&str] = &[
 impl RunSettings {
     /// The settings that differ between `self` and `other` and change what is measured, as JSON
     /// pointers (`/prompt/range_ratio`) with both values. Derived from the whole echo, so a new
-    /// setting is compared without anyone listing it; left out are [`NOT_MEASURED`], the seed
+    /// setting is compared without anyone listing it; left out are `NOT_MEASURED`, the seed
     /// (each run and cell derives its own) and, when either run drew its seed, where the seed
     /// came from (any fresh seed measures the same thing).
     pub fn differences(&self, other: &Self) -> Vec<Difference> {

@@ -1,6 +1,6 @@
 //! The engine: turns admitted requests into token due times.
 //!
-//! [`Engine::Batching`] is vLLM-style continuous batching ([`crate::scheduler`]), run by one OS
+//! [`Engine::Batching`] is vLLM-style continuous batching (the `scheduler` module), run by one OS
 //! thread of its own that sleeps precisely until each step's planned end: the runtime's timer
 //! has a resolution of 1 ms, which at a time scale of 20 would be 20 ms of modelled jitter per
 //! token. Every step decodes one token for each running sequence past its prefill and spends the

@@ -38,7 +38,7 @@ pub struct AppState {
     pub down_until: Mutex<Option<Instant>>,
     pub requests_total: AtomicU64,
     /// Token counts of prompts announced ahead ([`crate::SimHandle::pretokenize`]), by
-    /// [`prompt_key`]; each is used once.
+    /// `prompt_key`; each is used once.
     pub known_prompts: Mutex<HashMap<(usize, u64), u64>>,
 }
 

@@ -32,7 +32,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub num_warmups: i64,
 
-    /// Where to write the result JSON [default: ./inferperf-<date>.json].
+    /// Where to write the result JSON [default: ./inferperf-YYYYMMDD-HHMMSS.json, the start time].
     #[arg(long)]
     pub result_filepath: Option<PathBuf>,
 

@@ -48,8 +48,8 @@ pub struct SweepArgs {
 
     /// A cell's file already there that is not its finished run with these settings (other
     /// settings, interrupted, incomplete) is never overwritten: `aside` moves it into
-    /// <results-dir>/superseded/ and runs the cell; `beside` leaves it and writes this sweep
-    /// under the next free run name (<name>-2, ...).
+    /// `<results-dir>/superseded/` and runs the cell; `beside` leaves it and writes this sweep
+    /// under the next free run name (`<name>-2`, ...).
     #[arg(long, value_enum, default_value_t = ExistingPolicy::Aside)]
     pub existing: ExistingPolicy,
 

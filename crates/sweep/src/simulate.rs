@@ -145,7 +145,7 @@ impl Simulated {
 
     /// When the simulator fell behind its schedule during `report`'s run (see
     /// `bench_core::judge`), or the closed loop turned around too slowly for the scale
-    /// ([`Simulated::turnaround_too_slow`]), says so and has the cell run again at half the
+    /// (`Simulated::turnaround_too_slow`), says so and has the cell run again at half the
     /// scale (later cells keep their own pace: a machine's rare stall costs a share of a cell
     /// that a slower run makes smaller); `None` when it kept up, or when it already ran in real
     /// time (the result then carries the warning).
