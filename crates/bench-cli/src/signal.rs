@@ -71,3 +71,43 @@ async fn wait() -> u8 {
     let _ = tokio::signal::ctrl_c().await;
     1
 }
+
+/// What ends a run early: the first SIGINT or SIGTERM, or whoever holds the token cancelling it
+/// (a test, or a program that runs benchmarks in-process).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    token: CancellationToken,
+    signals: Option<Signals>,
+}
+
+impl Stop {
+    /// Stops on the first SIGINT or SIGTERM. Must be called inside a Tokio runtime.
+    pub fn on_signals() -> Self {
+        let token = CancellationToken::new();
+        let signals = listen(token.clone());
+        Self {
+            token,
+            signals: Some(signals),
+        }
+    }
+
+    /// Stops when `token` is cancelled; no signal handler is installed.
+    pub fn by(token: CancellationToken) -> Self {
+        Self {
+            token,
+            signals: None,
+        }
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The signal that stopped the run; a cancelled token counts as SIGINT.
+    pub fn received(&self) -> Option<Signal> {
+        match &self.signals {
+            Some(s) => s.received(),
+            None => self.token.is_cancelled().then_some(Signal::Interrupt),
+        }
+    }
+}

@@ -14,7 +14,6 @@ use bench_core::progress::ProgressMode;
 use bench_core::{result, summary, RunReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// How a run ended.
 #[derive(Debug)]
@@ -35,9 +34,14 @@ impl Outcome {
     }
 }
 
-/// Runs one benchmark from parsed flags. Usage errors come back as [`UsageError`] inside the
-/// `anyhow::Error`, so the caller can exit 2 for them.
+/// Runs one benchmark from parsed flags, stopped early by SIGINT or SIGTERM. Usage errors come
+/// back as [`UsageError`] inside the `anyhow::Error`, so the caller can exit 2 for them.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    run_until(args, signal::Stop::on_signals()).await
+}
+
+/// [`run`], stopped early by `stop`.
+pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Outcome> {
     let config = args.common.to_config(args.shape())?;
     // Checked before any request, so a path that cannot be written loses no measurement.
     let default_dir = std::path::Path::new("inferperf-result.json");
@@ -48,8 +52,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     if let Some(path) = &args.save_events {
         check_writable("--save-events", path)?;
     }
-    let stop = CancellationToken::new();
-    let signals = signal::listen(stop.clone());
     let tokenizer = bench_core::load_tokenizer(&config)
         .await
         .map_err(|e| args.common.tokenizer_error(&e))?;
@@ -67,7 +69,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
     let progress = ProgressMode::detect(args.common.disable_tqdm);
     eprintln!("sending to {} (model `{}`)", config.url(), config.model);
-    let report = bench_core::execute(&config, &prepared, &stop, progress).await?;
+    let report = bench_core::execute(&config, &prepared, stop.token(), progress).await?;
     let path = args
         .result_filepath
         .clone()
@@ -81,7 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         result_path: path,
         completed: report.metrics.completed,
         failed: report.metrics.failed,
-        interrupted_by: signals.received(),
+        interrupted_by: stop.received(),
     })
 }
 

@@ -1,54 +1,12 @@
 //! The `bench` binary as a user runs it: flags, exit codes, result files, signals.
 
+mod support;
+
+use support::{tokenizer_dir, Sim};
+
 use assert_cmd::Command;
-use bench_sim::{SimConfig, SimHandle, Simulator};
 use predicates::prelude::*;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn tokenizer_dir() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/tokenizers/deepseek-v4")
-        .display()
-        .to_string()
-}
-
-/// A simulator on its own runtime thread, so the binary under test can talk to it.
-struct Sim {
-    handle: Option<SimHandle>,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Sim {
-    fn start(tweak: impl FnOnce(&mut SimConfig)) -> Self {
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let mut cfg = SimConfig::preset("sim-model", "fixed").expect("preset");
-        cfg.timing = bench_sim::timing::Timing::Fixed {
-            ttft: Duration::from_millis(5),
-            itl: Duration::from_millis(2),
-        };
-        tweak(&mut cfg);
-        let handle = runtime
-            .block_on(Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr")))
-            .expect("simulator starts");
-        Self {
-            handle: Some(handle),
-            runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.handle.as_ref().map(SimHandle::url).unwrap_or_default()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.runtime.block_on(h.stop());
-        }
-    }
-}
 
 fn bench(url: &str, out: &std::path::Path, extra: &[&str]) -> Command {
     let mut cmd = Command::cargo_bin("bench").expect("binary");

@@ -17,7 +17,7 @@ pub mod summary;
 pub use args::SweepArgs;
 
 use anyhow::Context;
-use bench_cli::signal::{self, Signal};
+use bench_cli::signal::{Signal, Stop};
 use bench_core::progress::{self, ProgressMode};
 use bench_core::{result, RunConfig};
 use cell::{Cell, Existing};
@@ -59,8 +59,13 @@ struct Plan {
     progress: ProgressMode,
 }
 
-/// Runs the sweep described by `args`.
+/// Runs the sweep described by `args`, stopped early by SIGINT or SIGTERM.
 pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
+    run_until(args, Stop::on_signals()).await
+}
+
+/// [`run`], stopped early by `stop`.
+pub async fn run_until(args: SweepArgs, stop: Stop) -> anyhow::Result<SweepOutcome> {
     let mut args = args;
     let simulated = if args.simulate {
         Some(simulate::start(&mut args).await?)
@@ -72,7 +77,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         print_dry_run(&plan);
         return Ok(SweepOutcome {
             rows: Vec::new(),
-            interrupted_by: None,
+            interrupted_by: stop.received(),
         });
     }
     std::fs::create_dir_all(&plan.results_dir).with_context(|| {
@@ -82,17 +87,16 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
         )
     })?;
     check_writable(&plan.results_dir)?;
-    let stop = CancellationToken::new();
-    let signals = signal::listen(stop.clone());
     if let Some(caution) =
         bench_core::prompt::seed_caution(plan.base.prompt.seed_origin).filter(|_| !args.simulate)
     {
         eprintln!("note: {caution}");
     }
-    let Some(mut session) = Session::connect(plan, &args, stop, simulated).await? else {
+    let Some(mut session) = Session::connect(plan, &args, stop.token().clone(), simulated).await?
+    else {
         return Ok(SweepOutcome {
             rows: Vec::new(),
-            interrupted_by: signals.received(),
+            interrupted_by: stop.received(),
         });
     };
     if session.plan.existing == args::ExistingPolicy::Beside {
@@ -114,7 +118,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
     }
     Ok(SweepOutcome {
         rows,
-        interrupted_by: signals.received(),
+        interrupted_by: stop.received(),
     })
 }
 
