@@ -107,6 +107,10 @@ impl Client {
             }
         };
         let ended = Instant::now();
+        let outcome = match &self.api_key {
+            Some(key) => outcome.map_err(|f| f.redacted(key)),
+            None => outcome,
+        };
         state.into_record(plan, scheduled, sent, ended, outcome, tokenizer)
     }
 

@@ -52,6 +52,31 @@ impl FailureReason {
             other => other.kind().to_string(),
         }
     }
+
+    /// The same failure with every occurrence of `secret` in its text replaced by `[API key]`:
+    /// a server or proxy that echoes the key in an error must not put it into result files,
+    /// logs or messages.
+    #[must_use]
+    pub fn redacted(self, secret: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let clean = |text: String| text.replace(secret, "[API key]");
+        match self {
+            Self::Connect(t) => Self::Connect(clean(t)),
+            Self::HttpStatus { status, message } => Self::HttpStatus {
+                status,
+                message: clean(message),
+            },
+            Self::StreamCut(t) => Self::StreamCut(clean(t)),
+            Self::Malformed(t) => Self::Malformed(clean(t)),
+            Self::ServerError(t) => Self::ServerError(clean(t)),
+            other @ (Self::Timeout(_)
+            | Self::IdleTimeout(_)
+            | Self::NoOutput
+            | Self::Interrupted) => other,
+        }
+    }
 }
 
 /// Where a completed request's output token count came from.
