@@ -1,7 +1,7 @@
 //! `Transfer-Encoding: chunked` (RFC 9112 section 7.1), decoded incrementally: bytes go in as
 //! reads deliver them, whatever the boundaries, and the body's data comes out without copies. A
 //! line that lies wholly inside one read is parsed where it lies; only a line split across reads
-//! is gathered. Chunk extensions and trailers are skipped.
+//! is gathered. Size lines are parsed by `httparse`; chunk extensions and trailers are skipped.
 
 /// One body's decoder: where it is in the framing, and a line split across reads.
 #[derive(Debug, Default)]
@@ -48,9 +48,9 @@ impl ChunkedDecoder {
                     // A line wholly inside this read is parsed where it lies; only one split
                     // across reads is gathered.
                     self.state = if self.line.is_empty() {
-                        next_state(self.state, &input[..nl])?
+                        next_state(self.state, &input[..=nl])?
                     } else {
-                        self.line.extend_from_slice(&input[..nl]);
+                        self.line.extend_from_slice(&input[..=nl]);
                         let next = next_state(self.state, &self.line)?;
                         self.line.clear();
                         next
@@ -67,28 +67,27 @@ impl ChunkedDecoder {
     }
 }
 
-/// The state after a complete line (without its `\n`) read in `state`.
+/// The state after a complete line (with its `\n`) read in `state`.
 fn next_state(state: ChunkState, line: &[u8]) -> Result<ChunkState, String> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     Ok(match state {
-        ChunkState::Size => {
-            let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-            let text = std::str::from_utf8(hex)
-                .map_err(|_| "chunk size is not text")?
-                .trim();
-            let size =
-                u64::from_str_radix(text, 16).map_err(|_| format!("bad chunk size `{text}`"))?;
-            if size == 0 {
-                ChunkState::Trailer
-            } else {
-                ChunkState::Data(size)
+        ChunkState::Size => match httparse::parse_chunk_size(line) {
+            Ok(httparse::Status::Complete((_, 0))) => ChunkState::Trailer,
+            Ok(httparse::Status::Complete((_, size))) => ChunkState::Data(size),
+            Ok(httparse::Status::Partial) | Err(httparse::InvalidChunkSize) => {
+                let text = String::from_utf8_lossy(line);
+                return Err(format!("bad chunk size line `{}`", text.trim_end()));
             }
-        }
-        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+        },
+        ChunkState::DataEnd if is_blank(line) => ChunkState::Size,
         ChunkState::DataEnd => return Err("chunk data not followed by CRLF".into()),
-        _ if line.is_empty() => ChunkState::Done,
+        _ if is_blank(line) => ChunkState::Done,
         _ => ChunkState::Trailer,
     })
+}
+
+/// A line with nothing before its CRLF (or bare LF).
+fn is_blank(line: &[u8]) -> bool {
+    matches!(line, b"\n" | b"\r\n")
 }
 
 #[cfg(test)]

@@ -184,22 +184,37 @@ fn reqwest_cause(e: &reqwest::Error) -> String {
 /// The URL in a server-info file: its first non-empty line. `None` while the file is absent or
 /// still empty (being written).
 pub fn read_server_info(path: &Path) -> Result<Option<String>, DiscoverError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Ok(None);
+    };
+    parse_server_info(&bytes).map_err(|content| DiscoverError::Malformed {
+        path: path.to_path_buf(),
+        content,
+    })
+}
+
+/// The URL in a server-info file's contents: its first non-empty line, in the URL's normal
+/// form (`HTTP://Node:8000/` is `http://node:8000`) and without a trailing `/`; `None` when there is only white space. Anything else (not text, not an
+/// `http://` or `https://` URL with a host) is an error carrying the first 120 characters of
+/// what is there, for the message.
+pub fn parse_server_info(bytes: &[u8]) -> Result<Option<String>, String> {
+    let excerpt = |text: &str| text.chars().take(120).collect::<String>();
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(excerpt(&String::from_utf8_lossy(bytes)));
     };
     let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
         return Ok(None);
     };
-    let ok = reqwest::Url::parse(line)
-        .map(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .unwrap_or(false);
-    if !ok {
-        return Err(DiscoverError::Malformed {
-            path: path.to_path_buf(),
-            content: line.chars().take(120).collect(),
-        });
+    let lower = line.get(..8).unwrap_or(line).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(excerpt(line));
     }
-    Ok(Some(line.trim_end_matches('/').to_string()))
+    match reqwest::Url::parse(line) {
+        Ok(url) if url.host_str().is_some() => {
+            Ok(Some(url.as_str().trim_end_matches('/').to_string()))
+        }
+        _ => Err(excerpt(line)),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! The server-info parser on anything a job, an editor or a full disk could leave in the file:
+//! a URL it returns is an http(s) URL with a host, taken from the file and trimmed; only white
+//! space reads as "not written yet"; everything else is refused with an excerpt to show.
+
+use fuzz::{corpus, mutated};
+use proptest::prelude::*;
+use reqwest::Url;
+use sweep::discover::parse_server_info;
+
+fn seeds() -> Vec<Vec<u8>> {
+    corpus(&["crates/fuzz/corpus/server-info"], &[".txt"])
+}
+
+fn check(input: &[u8]) -> Result<(), TestCaseError> {
+    match parse_server_info(input) {
+        Ok(Some(url)) => {
+            let text = std::str::from_utf8(input).expect("a URL came from text");
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+            let first = first.map(|l| l.trim_end_matches('/'));
+            let written = first
+                .and_then(|l| Url::parse(l).ok())
+                .expect("the first line is a URL");
+            prop_assert_eq!(Url::parse(&url).ok(), Some(written));
+            prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+            prop_assert!(!url.ends_with('/'));
+        }
+        Ok(None) => {
+            let text = std::str::from_utf8(input);
+            prop_assert!(text.is_ok_and(|t| t.trim().is_empty()), "{:?}", input);
+        }
+        Err(excerpt) => prop_assert!(excerpt.chars().count() <= 120),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(fuzz::config(1024))]
+
+    #[test]
+    fn changed_files_read_as_a_url_as_empty_or_as_refused(input in mutated(seeds())) {
+        check(&input)?;
+    }
+
+    #[test]
+    fn any_bytes_read_as_a_url_as_empty_or_as_refused(
+        input in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        check(&input)?;
+    }
+
+    #[test]
+    fn a_url_written_with_any_padding_is_read_back(
+        https in any::<bool>(),
+        host in "[a-z][a-z0-9-]{0,12}(\\.[a-z][a-z0-9]{0,8}){0,3}",
+        port in proptest::option::of(1u16..),
+        slash in any::<bool>(),
+        before in "[ \t\r\n]{0,6}",
+        after in "[ \t]{0,3}(\r?\n[ -~]{0,20}){0,2}",
+    ) {
+        let scheme = if https { "https" } else { "http" };
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let url = format!("{scheme}://{host}{port}");
+        let file = format!("{before}{url}{}{after}", if slash { "/" } else { "" });
+        let read = parse_server_info(file.as_bytes());
+        // Padding changes nothing, and a URL already in normal form comes back as written.
+        prop_assert_eq!(&read, &parse_server_info(url.as_bytes()));
+        let default_port = matches!(port.as_str(), ":80" | ":443");
+        if !default_port {
+            prop_assert_eq!(read, Ok(Some(url)));
+        }
+    }
+}
