@@ -114,6 +114,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const SERVER_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl RunConfig {
+    /// The most requests this run can have in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_concurrency
+            .map_or(self.num_prompts, std::num::NonZeroUsize::get)
+    }
+
     /// What the result file echoes: every setting but the API key.
     pub fn settings(&self) -> RunSettings {
         RunSettings {

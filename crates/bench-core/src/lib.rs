@@ -15,6 +15,7 @@ pub mod driver;
 pub mod exposition;
 pub mod judge;
 pub mod metrics;
+pub mod open_files;
 pub mod overhead;
 pub mod progress;
 pub mod prompt;

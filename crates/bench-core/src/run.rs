@@ -26,10 +26,12 @@ use tokio_util::sync::CancellationToken;
 pub enum RunError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    #[error("cannot build the HTTP client: {0}")]
-    Client(String),
-    #[error("prompt building stopped: {0}")]
-    Join(String),
+    #[error("cannot build the HTTP client")]
+    Client(#[source] crate::client::ClientError),
+    #[error("prompt building stopped")]
+    Join(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    OpenFiles(#[from] crate::open_files::TooFewFiles),
 }
 
 /// Requests built and ready: what [`execute`] sends.
@@ -66,7 +68,7 @@ pub async fn prepare(
         ))
     })
     .await
-    .map_err(|e| RunError::Join(e.to_string()))??;
+    .map_err(RunError::Join)??;
     Ok(Prepared {
         tokenizer,
         measured: Arc::new(built.0),
@@ -83,6 +85,7 @@ pub async fn execute(
     stop: &CancellationToken,
     progress: ProgressMode,
 ) -> Result<RunReport, RunError> {
+    crate::open_files::ensure(config.max_in_flight() as u64)?;
     let started_at = chrono::Local::now();
     let client = Client::new(
         &config.url(),
@@ -94,7 +97,7 @@ pub async fn execute(
         },
         config.ca_cert.as_deref(),
     )
-    .map_err(|e| RunError::Client(e.to_string()))?;
+    .map_err(RunError::Client)?;
     let driver = Driver {
         max_concurrency: config.max_concurrency,
         rate: config.request_rate,

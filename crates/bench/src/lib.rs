@@ -52,6 +52,7 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
     if let Some(path) = &args.save_events {
         check_writable("--save-events", path)?;
     }
+    bench_core::open_files::ensure(config.max_in_flight() as u64)?;
     let tokenizer = bench_core::load_tokenizer(&config)
         .await
         .map_err(|e| args.common.tokenizer_error(&e))?;

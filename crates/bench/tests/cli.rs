@@ -261,3 +261,44 @@ fn a_library_warning_reaches_stderr() {
         "--metadata median_ttft=... not written at top level",
     ));
 }
+
+/// A concurrency the open-file limit cannot hold is refused before the first request, with the
+/// way to raise the limit, rather than failing requests midway as the server's fault.
+#[cfg(unix)]
+#[test]
+fn a_concurrency_beyond_the_open_file_limit_is_refused_before_any_request() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bench = assert_cmd::cargo::cargo_bin("bench");
+    let tokenizer = tokenizer_dir();
+    let out = dir.path().join("r.json").display().to_string();
+    let url = sim.url();
+    Command::new("sh")
+        .args(["-c", r#"ulimit -n 200 && exec "$@""#, "sh"])
+        .arg(&bench)
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer,
+            "--base-url",
+            &url,
+        ])
+        .args(["--random-input-len", "16", "--random-output-len", "2"])
+        .args(["--num-prompts", "1000", "--max-concurrency", "1000"])
+        .args(["--disable-tqdm", "--result-filepath", &out])
+        .env_remove("OPENAI_API_KEY")
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("1000 requests in flight need about 1064 open files")
+                .and(predicate::str::contains("at most 200"))
+                .and(predicate::str::contains("ulimit -n 1064")),
+        );
+    let truth = sim
+        .handle
+        .as_ref()
+        .map(|h| h.truth().len())
+        .unwrap_or_default();
+    assert_eq!(truth, 0, "the server received nothing");
+}
