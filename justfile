@@ -64,6 +64,11 @@ submit:
 cancel:
     slurm/cancel.sh
 
+# 10,000 streams held for minutes: the client's memory and open descriptors over time
+# (docs/performance.md, "Load").
+load STREAMS="10000" WAVES="3" OUTPUT="120" ITL_MS="500":
+    scripts/load {{STREAMS}} {{WAVES}} {{OUTPUT}} {{ITL_MS}}
+
 # Client fidelity against bench-sim, medians of RUNS runs, then options (docs/performance.md).
 fidelity LEVELS="1,10,100,500,1000,2000" RUNS="5" *ARGS:
     cargo build --release -p bench -p bench-sim

@@ -152,6 +152,55 @@ fn non_negative(flag: &'static str, v: i64) -> Result<u64, UsageError> {
     u64::try_from(v).map_err(|_| usage(flag, format!("must not be negative, got {v}")))
 }
 
+/// The longest prompt or output asked for: 4M tokens, longer than any model's context.
+pub const MAX_TOKENS: u64 = 1 << 22;
+
+/// All prompts of a run together, in tokens: 1G tokens is about 16 GiB of prompt text and
+/// token ids in memory, past what a benchmark client should hold.
+pub const MAX_PROMPT_TOKENS: u64 = 1 << 30;
+
+fn tokens(flag: &'static str, v: i64, at_least: u64) -> Result<u64, UsageError> {
+    let n = if at_least == 0 {
+        non_negative(flag, v)?
+    } else {
+        positive(flag, v)?
+    };
+    check_tokens(flag, n)
+}
+
+/// Refuses a length in tokens above [`MAX_TOKENS`], naming `flag`.
+pub fn check_tokens(flag: &'static str, n: u64) -> Result<u64, UsageError> {
+    if n > MAX_TOKENS {
+        return Err(usage(
+            flag,
+            format!("at most {MAX_TOKENS} tokens (longer than any model's context), got {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Refuses a prompt set too large to hold in memory before any of it is built, naming `flag`
+/// (the flag that sets the number of prompts).
+pub fn check_prompt_volume(
+    flag: &'static str,
+    input_len: u64,
+    prompts: u64,
+    warmups: u64,
+) -> Result<(), UsageError> {
+    let total = input_len.saturating_mul(prompts.saturating_add(warmups));
+    if total > MAX_PROMPT_TOKENS {
+        return Err(usage(
+            flag,
+            format!(
+                "{prompts} prompts (and {warmups} warm-ups) of {input_len} tokens are {total} \
+                 tokens, about {} GiB in memory; at most {MAX_PROMPT_TOKENS} tokens per run",
+                total / (1 << 26)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CommonArgs {
     /// Checks every flag and builds the run's configuration.
     pub fn to_config(&self, shape: Shape) -> Result<RunConfig, UsageError> {
@@ -188,24 +237,28 @@ impl CommonArgs {
             ),
         };
         let tokenizer = self.tokenizer.clone().unwrap_or_else(|| self.model.clone());
+        let input_len = tokens("--random-input-len", shape.input_len, 1)?;
+        let num_prompts = positive("--num-prompts", shape.num_prompts)?;
+        let num_warmups = non_negative("--num-warmups", shape.num_warmups)?;
+        check_prompt_volume("--num-prompts", input_len, num_prompts, num_warmups)?;
         Ok(RunConfig {
             model: self.model.clone(),
             tokenizer,
             base_url,
             endpoint,
             prompt: PromptSpec {
-                input_len: positive("--random-input-len", shape.input_len)?,
+                input_len,
                 range_ratio: r,
-                prefix_len: non_negative("--random-prefix-len", self.random_prefix_len)?,
+                prefix_len: tokens("--random-prefix-len", self.random_prefix_len, 0)?,
                 seed: self.seed.unwrap_or_else(bench_core::prompt::fresh_seed),
                 seed_origin: match self.seed {
                     Some(s) => SeedOrigin::Given(s),
                     None => SeedOrigin::Random,
                 },
             },
-            output_len: positive("--random-output-len", shape.output_len)?,
-            num_prompts: positive("--num-prompts", shape.num_prompts)? as usize,
-            num_warmups: non_negative("--num-warmups", shape.num_warmups)? as usize,
+            output_len: tokens("--random-output-len", shape.output_len, 1)?,
+            num_prompts: num_prompts as usize,
+            num_warmups: num_warmups as usize,
             max_concurrency,
             request_rate: parse_rate(&self.request_rate)?,
             burstiness: self.burstiness,

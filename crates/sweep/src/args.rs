@@ -175,7 +175,7 @@ impl SweepArgs {
                 .or(from_file.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
                 .map_or(Ok(default), |v| at_least(flag, v, 1))
         };
-        Ok(Matrix {
+        let matrix = Matrix {
             input_lens,
             concurrency,
             output_len: num("--output-len", m.output_len, file.output_len, 128)?,
@@ -189,7 +189,9 @@ impl SweepArgs {
                 Some(v) => at_least("--warmups-per-concurrency", v, 0)?,
                 None => file.warmups_per_concurrency.unwrap_or(2),
             },
-        })
+        };
+        matrix.check_sizes()?;
+        Ok(matrix)
     }
 
     /// Where the server's URL comes from: `--base-url`, or `--host`/`--port` when either is

@@ -33,11 +33,29 @@ impl Matrix {
                     input_len: isl,
                     output_len: self.output_len,
                     concurrency: c,
-                    num_prompts: self.prompts_per_concurrency * c,
-                    num_warmups: self.warmups_per_concurrency * c,
+                    num_prompts: self.prompts_per_concurrency.saturating_mul(c),
+                    num_warmups: self.warmups_per_concurrency.saturating_mul(c),
                 })
             })
             .collect()
+    }
+
+    /// Refuses lengths no model has and cells whose prompts would not fit in memory, before
+    /// the sweep waits for its server or measures its first cell.
+    pub fn check_sizes(&self) -> Result<(), bench_cli::UsageError> {
+        for &isl in &self.input_lens {
+            bench_cli::args::check_tokens("--input-lens", isl)?;
+        }
+        bench_cli::args::check_tokens("--output-len", self.output_len)?;
+        for cell in self.cells() {
+            bench_cli::args::check_prompt_volume(
+                "--prompts-per-concurrency",
+                cell.input_len,
+                cell.num_prompts,
+                cell.num_warmups,
+            )?;
+        }
+        Ok(())
     }
 }
 

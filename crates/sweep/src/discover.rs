@@ -21,8 +21,15 @@ pub enum DiscoverError {
     EmptyFile { path: PathBuf, waited: Duration },
     #[error("nothing is listening at {url} (connection refused for {}): is the server up, and is --base-url right? (without --base-url, sweep waits for a serve job's --server-info file)", secs(*waited))]
     Refused { url: String, waited: Duration },
-    #[error("--server-info {path}: `{content}` is not an http(s) URL; the serve job writes e.g. http://node12:8000")]
-    Malformed { path: PathBuf, content: String },
+    #[error(
+        "--server-info {path}: {problem}; the serve job writes one line such as http://node12:8000"
+    )]
+    Malformed {
+        path: PathBuf,
+        problem: BadServerInfo,
+    },
+    #[error("--server-info {path} is a folder; give the file the serve job writes its URL into")]
+    Folder { path: PathBuf },
     #[error("{url}/health did not answer 200 within {} (last: {last})", secs(*waited))]
     Unhealthy {
         url: String,
@@ -181,39 +188,83 @@ fn reqwest_cause(e: &reqwest::Error) -> String {
     source.to_string()
 }
 
+/// What is wrong with a server-info file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadServerInfo {
+    #[error("its first {bytes} bytes are not text")]
+    NotText { bytes: usize },
+    /// The first non-empty line, at most 120 characters, control characters escaped.
+    #[error("`{0}` is not an http:// or https:// URL with a host")]
+    NotAUrl(String),
+}
+
+/// How much of a server-info file is read: its URL is on the first line.
+const SERVER_INFO_READ_LIMIT: u64 = 64 * 1024;
+
 /// The URL in a server-info file: its first non-empty line. `None` while the file is absent or
 /// still empty (being written).
 pub fn read_server_info(path: &Path) -> Result<Option<String>, DiscoverError> {
-    let Ok(bytes) = std::fs::read(path) else {
+    use std::io::Read;
+    if path.is_dir() {
+        return Err(DiscoverError::Folder {
+            path: path.to_path_buf(),
+        });
+    }
+    let Ok(file) = std::fs::File::open(path) else {
         return Ok(None);
     };
-    parse_server_info(&bytes).map_err(|content| DiscoverError::Malformed {
+    let mut bytes = Vec::new();
+    if file
+        .take(SERVER_INFO_READ_LIMIT)
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    parse_server_info(&bytes).map_err(|problem| DiscoverError::Malformed {
         path: path.to_path_buf(),
-        content,
+        problem,
     })
 }
 
 /// The URL in a server-info file's contents: its first non-empty line, in the URL's normal
-/// form (`HTTP://Node:8000/` is `http://node:8000`) and without a trailing `/`; `None` when there is only white space. Anything else (not text, not an
-/// `http://` or `https://` URL with a host) is an error carrying the first 120 characters of
-/// what is there, for the message.
-pub fn parse_server_info(bytes: &[u8]) -> Result<Option<String>, String> {
-    let excerpt = |text: &str| text.chars().take(120).collect::<String>();
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Err(excerpt(&String::from_utf8_lossy(bytes)));
+/// form (`HTTP://Node:8000/` is `http://node:8000`) and without a trailing `/`; `None` when
+/// there is only white space. Text cut off mid-character at the end (a partial read) is fine.
+pub fn parse_server_info(bytes: &[u8]) -> Result<Option<String>, BadServerInfo> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        // Valid up to a character cut off by the end of the read.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return Err(BadServerInfo::NotText { bytes: bytes.len() }),
     };
     let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
         return Ok(None);
     };
+    let not_a_url = || {
+        let excerpt = line
+            .chars()
+            .take(120)
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        BadServerInfo::NotAUrl(excerpt)
+    };
     let lower = line.get(..8).unwrap_or(line).to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(excerpt(line));
+        return Err(not_a_url());
     }
     match reqwest::Url::parse(line) {
         Ok(url) if url.host_str().is_some() => {
             Ok(Some(url.as_str().trim_end_matches('/').to_string()))
         }
-        _ => Err(excerpt(line)),
+        _ => Err(not_a_url()),
     }
 }
 
@@ -233,7 +284,18 @@ mod tests {
         );
         std::fs::write(&p, "node12 8000").expect("write");
         let err = read_server_info(&p).expect_err("malformed");
-        assert!(err.to_string().contains("node12 8000"), "{err}");
+        assert!(err.to_string().contains("`node12 8000` is not"), "{err}");
+        std::fs::write(&p, b"\xff\xfe\x00junk").expect("write");
+        let err = read_server_info(&p).expect_err("not text");
+        assert!(
+            err.to_string().contains("first 7 bytes are not text"),
+            "{err}"
+        );
+        std::fs::write(&p, "node\u{1b}[2J").expect("write");
+        let err = read_server_info(&p).expect_err("control characters");
+        assert!(err.to_string().contains("`node\\u{1b}[2J`"), "{err}");
+        let err = read_server_info(dir.path()).expect_err("a folder");
+        assert!(err.to_string().contains("is a folder"), "{err}");
     }
 
     /// A TLS server (the test certificate in testdata/tls) answering every request with 200.
