@@ -234,6 +234,9 @@ fn looks_like_model_id(spec: &str) -> bool {
 /// Why bytes are not a tokenizer, in words: JSON that is something else (a config, a result
 /// file) is named as such, rather than reported as a syntax error deep inside it.
 fn parse_failure(bytes: &[u8], message: &str) -> String {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return "empty (an interrupted download? delete it and fetch it again)".into();
+    }
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Err(e) => format!("not JSON ({e})"),
         Ok(v) if v.get("model").is_none() => {

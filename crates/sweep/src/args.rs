@@ -159,15 +159,33 @@ impl SweepArgs {
             Some(s) => list("--concurrency", s)?,
             None => file.concurrency.unwrap_or_else(|| vec![4, 8, 16, 32, 64]),
         };
-        for (flag, values) in [
-            ("--input-lens", &input_lens),
-            ("--concurrency", &concurrency),
+        for (flag, key, given, values) in [
+            (
+                "--input-lens",
+                "input_lens",
+                m.input_lens.is_some(),
+                &input_lens,
+            ),
+            (
+                "--concurrency",
+                "concurrency",
+                m.concurrency.is_some(),
+                &concurrency,
+            ),
         ] {
+            // A value from the matrix file is named with the file and its key.
+            let in_file = |e: UsageError| match (&m.config, given) {
+                (Some(path), false) => usage(
+                    "--config",
+                    format!("{}: `{key}` {}", path.display(), e.message),
+                ),
+                _ => e,
+            };
             if values.is_empty() {
-                return Err(usage(flag, "give at least one value".into()));
+                return Err(in_file(usage(flag, "give at least one value".into())));
             }
             for v in values {
-                at_least(flag, i64::try_from(*v).unwrap_or(i64::MAX), 1)?;
+                at_least(flag, i64::try_from(*v).unwrap_or(i64::MAX), 1).map_err(in_file)?;
             }
         }
         let num = |flag: &'static str, given: Option<i64>, from_file: Option<u64>, default: u64| {

@@ -1,4 +1,5 @@
 //! What the `bench` binary's tests share: the test tokenizer and a simulator to run against.
+#![allow(dead_code)] // Each test file uses a part of it.
 
 use bench_sim::{SimConfig, SimHandle, Simulator};
 use std::path::PathBuf;
