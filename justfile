@@ -54,7 +54,7 @@ sweep *ARGS:
 
 # Charts of a results folder: `just plot results` (all kinds, into results/charts/).
 plot DIR="results":
-    cargo run --release -p plot -- --results-dir {{DIR}} --kind all --output {{DIR}}/charts/chart.png
+    cargo run --release -p plot -- --results-dir {{DIR}} --kind all --output {{DIR}}/charts/
 
 # Submit the serve and sweep jobs (settings from the environment, see docs/slurm.md).
 submit:

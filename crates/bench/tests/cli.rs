@@ -302,3 +302,56 @@ fn a_concurrency_beyond_the_open_file_limit_is_refused_before_any_request() {
         .unwrap_or_default();
     assert_eq!(truth, 0, "the server received nothing");
 }
+
+/// The result's folder replaced by a file during the run: the measurement is written to a
+/// temporary file, the message says where, and the exit code says something went wrong.
+#[cfg(unix)]
+#[test]
+fn a_result_that_cannot_be_written_at_the_end_goes_to_a_temporary_file() {
+    use std::io::BufRead;
+    let sim = Sim::start(|c| {
+        c.timing = bench_sim::timing::Timing::Fixed {
+            ttft: Duration::from_millis(50),
+            itl: Duration::from_millis(100),
+        };
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("results");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bench"))
+        .args(["--model", "sim-model", "--tokenizer", &tokenizer_dir()])
+        .args(["--base-url", &sim.url(), "--disable-tqdm"])
+        .args(["--random-input-len", "16", "--random-output-len", "20"])
+        .args(["--num-prompts", "4", "--max-concurrency", "2"])
+        .arg("--result-filepath")
+        .arg(folder.join("r.json"))
+        .env_remove("OPENAI_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bench starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        let sending = line.starts_with("sending to");
+        seen.push(line);
+        if sending {
+            break;
+        }
+    }
+    // The requests take about 4 s; the folder goes away now, and a file takes its name.
+    std::fs::remove_dir_all(&folder).expect("remove the folder");
+    std::fs::write(&folder, "in the way").expect("a file in its place");
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("exits");
+    let stderr = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let rescue = stderr
+        .split("the result is in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" instead").next())
+        .unwrap_or_else(|| panic!("no rescue path in: {stderr}"));
+    let v = read(std::path::Path::new(rescue));
+    assert_eq!(v["completed"], 4, "the whole measurement is there");
+    std::fs::remove_file(rescue).expect("clean up");
+}

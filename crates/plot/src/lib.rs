@@ -30,15 +30,16 @@ pub enum Kind {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "plot", version, about, long_about = None)]
 pub struct PlotArgs {
-    /// Folder of result files.
+    /// Folder of result files (inferperf's, the Python script's, `vllm bench serve`'s).
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
     /// File pattern inside the folder.
-    #[arg(long, default_value = "*_tp*_isl*_osl*_conc*.json")]
+    #[arg(long, default_value = "*.json")]
     pub glob: String,
-    /// Output file; .svg for SVG, otherwise PNG.
-    #[arg(long, default_value = "throughput.png")]
-    pub output: PathBuf,
+    /// Output file (.svg for SVG, PNG otherwise, whatever the extension), or a folder to write
+    /// each chart into under its kind's name [default: <kind>.png, e.g. throughput.png].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
     /// Chart title [default: from the run names in the files].
     #[arg(long)]
     pub title: Option<String>,
@@ -51,62 +52,138 @@ pub struct PlotArgs {
     /// P99 TPOT thresholds for the SLA chart, in milliseconds.
     #[arg(long, value_delimiter = ',', default_value = "50,75,100,200")]
     pub tpot_slas: Vec<f64>,
-    /// Image width in pixels.
+    /// Image width in pixels (200 to 8192).
     #[arg(long, default_value_t = 1600)]
     pub width: u32,
-    /// Image height in pixels.
+    /// Image height in pixels (150 to 8192).
     #[arg(long, default_value_t = 650)]
     pub height: u32,
 }
 
-/// Draws the chart(s) and returns the files written.
-pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
-    anyhow::ensure!(
-        args.width >= 200 && args.height >= 150,
-        "--width/--height: at least 200 x 150 pixels"
-    );
-    for (flag, v) in [
-        ("--ttft-slas", &args.ttft_slas),
-        ("--tpot-slas", &args.tpot_slas),
-    ] {
-        anyhow::ensure!(
-            v.iter().all(|x| x.is_finite() && *x > 0.0),
-            "{flag}: thresholds must be numbers above 0"
-        );
+/// What to draw, as plain values: what [`draw`] takes from the command line or from a program
+/// (`sweep --simulate` draws its demo's charts this way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub results_dir: PathBuf,
+    pub glob: String,
+    /// A file, a folder, or `None` for `<kind>.png` here (see [`PlotArgs::output`]).
+    pub output: Option<PathBuf>,
+    pub title: Option<String>,
+    pub kind: Kind,
+    /// P99 TTFT thresholds, seconds.
+    pub ttft_slas: Vec<f64>,
+    /// P99 TPOT thresholds, milliseconds.
+    pub tpot_slas: Vec<f64>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            results_dir: "results".into(),
+            glob: "*.json".into(),
+            output: None,
+            title: None,
+            kind: Kind::Throughput,
+            ttft_slas: vec![0.5, 1.0, 2.0, 5.0, 10.0],
+            tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
+            width: 1600,
+            height: 650,
+        }
     }
-    let (runs, warnings) =
-        load::load_dir(&args.results_dir, &args.glob).map_err(anyhow::Error::msg)?;
+}
+
+impl From<&PlotArgs> for Options {
+    fn from(a: &PlotArgs) -> Self {
+        Self {
+            results_dir: a.results_dir.clone(),
+            glob: a.glob.clone(),
+            output: a.output.clone(),
+            title: a.title.clone(),
+            kind: a.kind,
+            ttft_slas: a.ttft_slas.clone(),
+            tpot_slas: a.tpot_slas.clone(),
+            width: a.width,
+            height: a.height,
+        }
+    }
+}
+
+/// A flag's value that cannot work: `plot` exits 2 for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The largest side of a chart, in pixels.
+pub const MAX_SIDE: u32 = 8_192;
+
+/// Draws the chart(s) `args` ask for and returns the files written.
+pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
+    draw(&Options::from(args))
+}
+
+fn check(o: &Options) -> Result<(), UsageError> {
+    if !(200..=MAX_SIDE).contains(&o.width) || !(150..=MAX_SIDE).contains(&o.height) {
+        return Err(UsageError(format!(
+            "--width/--height: from 200 x 150 to {MAX_SIDE} x {MAX_SIDE} pixels, got {} x {}",
+            o.width, o.height
+        )));
+    }
+    for (flag, v) in [("--ttft-slas", &o.ttft_slas), ("--tpot-slas", &o.tpot_slas)] {
+        if !v.iter().all(|x| x.is_finite() && *x > 0.0) {
+            return Err(UsageError(format!(
+                "{flag}: thresholds must be numbers above 0"
+            )));
+        }
+    }
+    let dir = &o.results_dir;
+    if !dir.exists() {
+        return Err(UsageError(format!(
+            "--results-dir {}: no such folder",
+            dir.display()
+        )));
+    }
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "--results-dir {}: a file, not a folder; give the folder that holds the result files",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Draws the chart(s) and returns the files written.
+pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    check(o)?;
+    let (runs, warnings) = load::load_dir(&o.results_dir, &o.glob).map_err(UsageError)?;
     for w in &warnings {
         eprintln!("warning: skipped {w}");
     }
     anyhow::ensure!(
         !runs.is_empty(),
         "no usable result files in {} matching `{}`",
-        args.results_dir.display(),
-        args.glob
+        o.results_dir.display(),
+        o.glob
     );
-    let title = args.title.clone().unwrap_or_else(|| default_title(&runs));
-    let kinds: Vec<Kind> = match args.kind {
+    let title = o.title.clone().unwrap_or_else(|| default_title(&runs));
+    let kinds: Vec<Kind> = match o.kind {
         Kind::All => vec![Kind::Throughput, Kind::Sla, Kind::Pareto, Kind::Latency],
         k => vec![k],
     };
     let mut written = Vec::new();
     for kind in kinds {
-        let path = if args.kind == Kind::All {
-            beside(&args.output, kind)
-        } else {
-            args.output.clone()
-        };
+        let path = output_path(o.output.as_deref(), o.kind, kind);
         let panels = match kind {
             Kind::Throughput => shape::throughput(&runs),
-            Kind::Sla => shape::sla(&runs, &args.ttft_slas, &args.tpot_slas),
+            Kind::Sla => shape::sla(&runs, &o.ttft_slas, &o.tpot_slas),
             Kind::Pareto => shape::pareto(&runs),
             Kind::Latency | Kind::All => shape::latency(&runs),
         };
         let size = if kind == Kind::Pareto {
-            (args.width * 5 / 8, args.height)
+            (o.width * 5 / 8, o.height)
         } else {
-            (args.width, args.height)
+            (o.width, o.height)
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -121,27 +198,44 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// `out.png` -> `out_sla.png` etc. for `--kind all`.
-fn beside(output: &Path, kind: Kind) -> PathBuf {
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "chart".into());
-    let ext = output
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "png".into());
-    let name = format!("{stem}_{}.{ext}", format!("{kind:?}").to_lowercase());
-    output.with_file_name(name)
+/// Where chart `kind` goes: `<kind>.png` here without `--output`, inside it when it is a folder,
+/// the file itself for one chart, and `<stem>_<kind>.<ext>` beside it for `--kind all`.
+fn output_path(output: Option<&Path>, asked: Kind, kind: Kind) -> PathBuf {
+    let own_name = PathBuf::from(format!("{}.png", kind.name()));
+    match output {
+        None => own_name,
+        Some(dir) if dir.is_dir() || dir.as_os_str().to_string_lossy().ends_with('/') => {
+            dir.join(own_name)
+        }
+        Some(file) if asked != Kind::All => file.to_path_buf(),
+        Some(file) => {
+            let stem = file
+                .file_stem()
+                .map_or_else(|| "chart".into(), |s| s.to_string_lossy().into_owned());
+            let ext = file
+                .extension()
+                .map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+            file.with_file_name(format!("{stem}_{}.{ext}", kind.name()))
+        }
+    }
 }
 
-/// "<run name> (OSL N)" from the file names.
+impl Kind {
+    /// The kind as `--kind` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Throughput => "throughput",
+            Self::Sla => "sla",
+            Self::Pareto => "pareto",
+            Self::Latency => "latency",
+            Self::All => "all",
+        }
+    }
+}
+
+/// "<run name> (OSL N)" from the runs' names.
 fn default_title(runs: &[load::Run]) -> String {
-    let names: std::collections::BTreeSet<String> = runs
-        .iter()
-        .filter_map(|r| r.file.file_name())
-        .filter_map(|n| n.to_string_lossy().split("_tp").next().map(str::to_string))
-        .collect();
+    let names: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
     let osls: std::collections::BTreeSet<u64> = runs.iter().map(|r| r.osl).collect();
     let osl = osls
         .iter()
@@ -177,6 +271,7 @@ mod tests {
     fn run(name: &str, kept: Option<bool>) -> load::Run {
         load::Run {
             file: format!("{name}_tp4_isl1024_osl128_conc4.json").into(),
+            name: name.into(),
             tp: 4,
             isl: 1024,
             osl: 128,

@@ -1,16 +1,21 @@
-//! Reading result files from any of the three producers into one shape.
+//! Reading result files from any of the three producers into one shape, through the typed
+//! result model (`bench_result`).
 //!
-//! Parameters come from the file name (`*_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`), as the
-//! Python plotter did. Figures come from the keys, in milliseconds where vLLM's `_ms` keys exist
-//! (inferperf and `vllm bench serve`), else from the Python script's keys in seconds.
+//! A run's parameters (name, TP, ISL, OSL, concurrency) come from inside the file when it says
+//! them (inferperf's echo of its configuration), else from the file name
+//! (`<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`), as the Python plotter did for its own
+//! files and `vllm bench serve`'s. Latencies are read in milliseconds: vLLM's `_ms` keys where
+//! they exist, else the Python script's keys in seconds.
 
-use serde_json::Value;
+use bench_result::{CellName, Metric, ResultFile, Stat};
 use std::path::{Path, PathBuf};
 
 /// One run's figures, in tok/s and milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub file: PathBuf,
+    /// The run's name: the sweep's name in the file name, else the model's.
+    pub name: String,
     pub tp: u32,
     pub isl: u64,
     pub osl: u64,
@@ -37,85 +42,81 @@ impl Run {
     }
 }
 
-/// `(tp, isl, osl, conc)` from a file name, if it follows the pattern.
-pub fn parse_name(name: &str) -> Option<(u32, u64, u64, u64)> {
-    let stem = name.strip_suffix(".json")?;
-    let mut parts = stem.rsplitn(5, '_');
-    let conc = parts.next()?.strip_prefix("conc")?.parse().ok()?;
-    let osl = parts.next()?.strip_prefix("osl")?.parse().ok()?;
-    let isl = parts.next()?.strip_prefix("isl")?.parse().ok()?;
-    let tp = parts.next()?.strip_prefix("tp")?.parse().ok()?;
-    Some((tp, isl, osl, conc))
+/// A finite, non-negative figure.
+fn usable(x: Option<f64>) -> Option<f64> {
+    x.filter(|x| x.is_finite() && *x >= 0.0)
 }
 
-/// A finite, non-negative number under `key`.
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v.get(key)?.as_f64().filter(|x| x.is_finite() && *x >= 0.0)
-}
-
-/// A latency in ms: the `_ms` key, else the seconds key x 1000.
-fn latency_ms(v: &Value, ms_key: &str, s_key: &str) -> Option<f64> {
-    num(v, ms_key).or_else(|| num(v, s_key).map(|s| s * 1e3))
+/// A run's parameters: from inside the file when it echoes its configuration, else from its
+/// name.
+fn parameters(file: &ResultFile, path: &Path) -> Result<CellName, String> {
+    let from_name = path
+        .file_name()
+        .and_then(|n| CellName::parse(&n.to_string_lossy()));
+    let Some(config) = &file.config else {
+        return from_name.ok_or_else(|| {
+            format!(
+                "{}: the file does not say its ISL, OSL and concurrency, and its name is not \
+                 <name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json",
+                path.display()
+            )
+        });
+    };
+    let name = match &from_name {
+        Some(n) => n.name.clone(),
+        None => config.model.clone(),
+    };
+    Ok(CellName {
+        name,
+        tp: file.tp.unwrap_or(config.tp).max(1),
+        isl: config.prompt.input_len,
+        osl: config.output_len,
+        // Without a cap, every prompt may be in flight at once.
+        conc: config.max_concurrency.unwrap_or(config.num_prompts),
+    })
 }
 
 /// Reads one file; `Err` says what was wrong (file and key).
 pub fn read(path: &Path) -> Result<Run, String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tp, isl, osl, conc) = parse_name(&name).ok_or_else(|| {
-        format!(
-            "{}: name is not <name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json",
-            path.display()
-        )
-    })?;
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    let need = |k: &str| num(&v, k).ok_or_else(|| format!("{}: no usable `{k}`", path.display()));
-    // `vllm bench serve` writes no input throughput: it is total input tokens over the duration,
-    // as the Python script defines it.
-    let derived = match (num(&v, "total_input_tokens"), num(&v, "duration")) {
-        (Some(tokens), Some(d)) if d > 0.0 => Some(tokens / d),
-        _ => None,
-    };
-    let input_throughput = num(&v, "input_throughput").or(derived).ok_or_else(|| {
+    let file = bench_result::read(path).map_err(|e| e.to_string())?;
+    let p = parameters(&file, path)?;
+    let input_throughput = usable(file.input_throughput()).ok_or_else(|| {
         format!(
             "{}: no usable `input_throughput`, nor `total_input_tokens` and `duration` to derive it",
             path.display()
         )
     })?;
-    let output_throughput = need("output_throughput")?;
+    let output_throughput = usable(file.output_throughput)
+        .ok_or_else(|| format!("{}: no usable `output_throughput`", path.display()))?;
+    let latency = |metric, stat| usable(file.latency_ms(metric, stat));
     let run = Run {
         file: path.to_path_buf(),
-        tp: tp.max(1),
-        isl,
-        osl,
-        conc,
+        name: p.name,
+        tp: p.tp.max(1),
+        isl: p.isl,
+        osl: p.osl,
+        conc: p.conc,
         input_throughput,
         output_throughput,
-        total_throughput: num(&v, "total_token_throughput")
+        total_throughput: usable(file.total_throughput())
             .unwrap_or(input_throughput + output_throughput),
-        median_ttft_ms: latency_ms(&v, "median_ttft_ms", "median_ttft"),
-        p99_ttft_ms: latency_ms(&v, "p99_ttft_ms", "p99_ttft"),
-        median_tpot_ms: latency_ms(&v, "median_tpot_ms", "median_tpot"),
-        p99_tpot_ms: latency_ms(&v, "p99_tpot_ms", "p99_tpot"),
+        median_ttft_ms: latency(Metric::Ttft, Stat::Median),
+        p99_ttft_ms: latency(Metric::Ttft, Stat::Percentile(99.0)),
+        median_tpot_ms: latency(Metric::Tpot, Stat::Median),
+        p99_tpot_ms: latency(Metric::Tpot, Stat::Percentile(99.0)),
         sim_time_scale: None,
-        sim_kept_schedule: v.get("sim_kept_schedule").and_then(Value::as_bool),
+        sim_kept_schedule: file.sim_kept_schedule,
     };
-    Ok(match sim_time_scale(&v) {
+    Ok(match sim_time_scale(&file) {
         Some(scale) => run.in_modelled_time(scale),
         None => run,
     })
 }
 
-/// `sim_time_scale` as `sweep --simulate` records it (a string, like every metadata value).
-fn sim_time_scale(v: &Value) -> Option<f64> {
-    let raw = v.get("sim_time_scale")?;
-    raw.as_f64()
-        .or_else(|| raw.as_str().and_then(|s| s.parse().ok()))
-        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s != 1.0)
+/// The simulator's speed-up, when the run was sped up.
+fn sim_time_scale(file: &ResultFile) -> Option<f64> {
+    file.sim_time_scale
+        .filter(|s| s.is_finite() && *s > 0.0 && *s != 1.0)
 }
 
 impl Run {
@@ -168,19 +169,6 @@ pub fn load_dir(dir: &Path, pattern: &str) -> Result<(Vec<Run>, Vec<String>), St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_give_the_parameters() {
-        assert_eq!(
-            parse_name("minimax_m2_tp4_isl1024_osl128_conc8.json"),
-            Some((4, 1024, 128, 8))
-        );
-        assert_eq!(
-            parse_name("x_tp4_isl1024_osl128_conc8.attempt1.partial.json"),
-            None
-        );
-        assert_eq!(parse_name("notes.json"), None);
-    }
 
     #[test]
     fn simulator_runs_are_converted_back_to_modelled_time() {

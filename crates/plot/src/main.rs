@@ -1,7 +1,7 @@
 //! `plot`: turn a folder of benchmark result files into PNG or SVG charts.
 
 use clap::Parser;
-use plot::PlotArgs;
+use plot::{PlotArgs, UsageError};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,7 +10,8 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // A flag's value that cannot work is a usage error, as clap's own are.
+            ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
         }
     }
 }

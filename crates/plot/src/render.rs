@@ -37,20 +37,39 @@ fn register_font() {
 }
 
 /// Renders `panels` under `title` into `path` (`.svg` for SVG, anything else PNG).
+///
+/// SVG when `path` ends in `.svg`, PNG otherwise whatever its extension (or none). The chart is
+/// drawn into a temporary file beside `path` and renamed into place, so a reader never sees half
+/// a chart and a failed drawing leaves an earlier chart as it was.
 pub fn render(path: &Path, title: &str, panels: &[Panel], size: (u32, u32)) -> Result<(), String> {
     register_font();
     let svg = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    if svg {
-        let root = SVGBackend::new(path, size).into_drawing_area();
-        draw(&root, title, panels)?;
-        root.present().map_err(|e| e.to_string())
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The temporary file's extension picks the encoder.
+    let temp = path.with_file_name(format!(
+        ".{name}.{}.tmp.{}",
+        std::process::id(),
+        if svg { "svg" } else { "png" }
+    ));
+    let drawn = if svg {
+        let root = SVGBackend::new(&temp, size).into_drawing_area();
+        draw(&root, title, panels).and_then(|()| root.present().map_err(|e| e.to_string()))
     } else {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        draw(&root, title, panels)?;
-        root.present().map_err(|e| e.to_string())
+        let root = BitMapBackend::new(&temp, size).into_drawing_area();
+        draw(&root, title, panels).and_then(|()| root.present().map_err(|e| e.to_string()))
+    };
+    let placed = drawn.and_then(|()| {
+        std::fs::rename(&temp, path).map_err(|e| format!("moving the chart into place: {e}"))
+    });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&temp);
     }
+    placed
 }
 
 fn draw<DB: DrawingBackend>(

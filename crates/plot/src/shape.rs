@@ -328,6 +328,7 @@ mod tests {
     ) -> Run {
         Run {
             file: format!("r_tp{tp}_isl{isl}_osl128_conc{conc}.json").into(),
+            name: "r".into(),
             tp,
             isl,
             osl: 128,

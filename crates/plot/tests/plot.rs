@@ -15,7 +15,7 @@ fn args(dir: &Path, output: &Path, kind: plot::Kind) -> PlotArgs {
     PlotArgs {
         results_dir: dir.to_path_buf(),
         glob: "*_tp*_isl*_osl*_conc*.json".into(),
-        output: output.to_path_buf(),
+        output: Some(output.to_path_buf()),
         title: None,
         kind,
         ttft_slas: vec![0.5, 1.0, 2.0, 5.0, 10.0],
@@ -175,7 +175,7 @@ fn bad_files_are_skipped_by_name_and_an_empty_folder_is_an_error() {
         .code(1)
         .stderr(
             predicate::str::contains(empty.path().display().to_string())
-                .and(predicate::str::contains("*_tp*_isl*_osl*_conc*.json")),
+                .and(predicate::str::contains("matching `*.json`")),
         );
 }
 
@@ -228,4 +228,132 @@ fn awkward_data_draws_without_panicking() {
     .expect("renders");
     let (_, _, ink) = png_ink(&written[0]);
     assert!(ink > 2000);
+}
+
+/// bench's own files say their ISL, OSL, concurrency and TP inside: they are read under any name.
+#[test]
+fn our_files_are_read_by_content_under_any_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = fixtures("inferperf").join("sim_tp4_isl1024_osl128_conc4.json");
+    std::fs::copy(&original, dir.path().join("run.json")).expect("copy");
+    let (runs, warnings) = load::load_dir(dir.path(), "*.json").expect("loads");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let by_name = load::read(&original).expect("reads");
+    let [run] = &runs[..] else {
+        panic!("one run: {runs:?}")
+    };
+    assert_eq!(
+        (run.tp, run.isl, run.osl, run.conc),
+        (by_name.tp, by_name.isl, by_name.osl, by_name.conc)
+    );
+    assert_eq!((run.isl, run.osl, run.conc, run.tp), (1024, 128, 4, 4));
+    assert_eq!(
+        run.name, "sim-model",
+        "a file without a cell name is named by its model"
+    );
+}
+
+/// A JSON file that is not a result says so and is skipped; the others are drawn.
+#[test]
+fn files_that_are_not_results_are_skipped_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixtures("vllm").join("vllmbench_tp1_isl512_osl32_conc2.json"),
+        dir.path().join("vllmbench_tp1_isl512_osl32_conc2.json"),
+    )
+    .expect("copy");
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        r#"{"model_max_length": 4096}"#,
+    );
+    let (runs, warnings) = load::load_dir(dir.path(), "*.json").expect("loads");
+    assert_eq!(runs.len(), 1);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("tokenizer_config.json") && w.contains("does not say its ISL")),
+        "{warnings:?}"
+    );
+}
+
+/// Where charts go: `<kind>.png` by default, inside a folder given as --output, the exact
+/// file for one chart whatever its extension (PNG unless .svg).
+#[test]
+fn charts_go_where_the_output_flag_says() {
+    let results = fixtures("inferperf");
+    let here = tempfile::tempdir().expect("tempdir");
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .current_dir(here.path())
+        .arg("--results-dir")
+        .arg(&results)
+        .args(["--kind", "all"])
+        .assert()
+        .success();
+    for kind in ["throughput", "sla", "pareto", "latency"] {
+        assert!(
+            here.path().join(format!("{kind}.png")).is_file(),
+            "{kind}.png"
+        );
+    }
+    let folder = here.path().join("charts");
+    std::fs::create_dir(&folder).expect("mkdir");
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(&results)
+        .args(["--kind", "sla", "--output"])
+        .arg(&folder)
+        .assert()
+        .success();
+    assert!(folder.join("sla.png").is_file());
+    let bare = here.path().join("chart");
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(&results)
+        .arg("--output")
+        .arg(&bare)
+        .assert()
+        .success();
+    let (w, _, ink) = png_ink(&bare);
+    assert!(w == 1600 && ink > 2000, "a PNG named chart");
+    let leftovers: Vec<_> = std::fs::read_dir(here.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// Flag values that cannot work exit 2 and say why; nothing panics.
+#[test]
+fn bad_flag_values_exit_2_naming_the_flag() {
+    let results = fixtures("inferperf");
+    let out = tempfile::tempdir().expect("tempdir");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--results-dir", "/nonexistent/results"],
+            "--results-dir /nonexistent/results: no such folder",
+        ),
+        (
+            &["--width", "100000", "--height", "100000"],
+            "--width/--height",
+        ),
+        (&["--width", "10"], "--width/--height"),
+        (&["--ttft-slas", "0,-1"], "--ttft-slas"),
+    ];
+    for (flags, says) in cases {
+        let mut cmd = Command::cargo_bin("plot").expect("binary");
+        if !flags.contains(&"--results-dir") {
+            cmd.arg("--results-dir").arg(&results);
+        }
+        cmd.args(flags)
+            .arg("--output")
+            .arg(out.path().join("c.png"))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says).and(predicate::str::contains("panicked").not()));
+    }
 }

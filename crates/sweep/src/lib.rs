@@ -250,18 +250,16 @@ impl CellsBar {
 
 /// `--simulate` ends with every chart of the results, so a first run shows what a user gets.
 fn draw_demo_charts(results_dir: &Path) {
-    let args = plot::PlotArgs {
+    let options = plot::Options {
         results_dir: results_dir.to_path_buf(),
         glob: "sim_tp*_isl*_osl*_conc*.json".into(),
-        output: results_dir.join("charts").join("sim.png"),
-        title: None,
+        output: Some(results_dir.join("charts").join("sim.png")),
         kind: plot::Kind::All,
-        ttft_slas: vec![0.5, 1.0, 2.0, 5.0, 10.0],
-        tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
         width: 1400,
         height: 560,
+        ..plot::Options::default()
     };
-    if let Err(e) = plot::run(&args) {
+    if let Err(e) = plot::draw(&options) {
         eprintln!("warning: the demo charts could not be drawn: {e:#}");
     }
 }
