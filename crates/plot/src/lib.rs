@@ -192,7 +192,8 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
         render::render(&path, &title, &panels, size)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("drawing {}", path.display()))?;
-        eprintln!("wrote {} ({} runs)", path.display(), runs.len());
+        let s = if runs.len() == 1 { "" } else { "s" };
+        eprintln!("wrote {} ({} run{s})", path.display(), runs.len());
         written.push(path);
     }
     Ok(written)

@@ -357,3 +357,68 @@ fn bad_flag_values_exit_2_naming_the_flag() {
             .stderr(predicate::str::contains(says).and(predicate::str::contains("panicked").not()));
     }
 }
+
+/// Result files a user may have in a folder that cannot be drawn: each is skipped with a line
+/// naming the file and what is wrong, and the good ones are drawn.
+#[test]
+fn every_bad_result_file_is_skipped_naming_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        fixtures("vllm").join("vllmbench_tp1_isl512_osl32_conc2.json"),
+        dir.path().join("good_tp1_isl512_osl32_conc2.json"),
+    )
+    .expect("copy");
+    let huge = format!("[{}0]", "0,".repeat(5_000_000));
+    let rows: [(&str, &str, &str); 6] = [
+        ("empty_tp1_isl1_osl1_conc1.json", "", "not JSON"),
+        ("array_tp1_isl2_osl1_conc1.json", &huge, "not a result file"),
+        (
+            "text_tp1_isl3_osl1_conc1.json",
+            r#"{"output_throughput": "fast", "input_throughput": 1}"#,
+            "`output_throughput`",
+        ),
+        (
+            "negative_tp1_isl4_osl1_conc1.json",
+            r#"{"output_throughput": -5, "input_throughput": 1}"#,
+            "no usable `output_throughput`",
+        ),
+        (
+            "nothing_tp1_isl5_osl1_conc1.json",
+            r#"{"completed": 3}"#,
+            "no usable `input_throughput`",
+        ),
+        (
+            "unnamed.json",
+            r#"{"input_throughput": 1, "output_throughput": 1}"#,
+            "does not say its ISL",
+        ),
+    ];
+    for (name, body, _) in &rows {
+        write(dir.path(), name, body);
+    }
+    let out = dir.path().join("chart.png");
+    let assert = Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(dir.path())
+        .arg("--output")
+        .arg(&out)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    for (name, _, says) in rows {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} is not named: {stderr}"));
+        assert!(
+            line.starts_with("warning: skipped") && line.contains(says),
+            "{line}"
+        );
+    }
+    assert!(
+        stderr.contains("wrote") && stderr.contains("(1 run)"),
+        "{stderr}"
+    );
+    assert!(out.is_file());
+}
