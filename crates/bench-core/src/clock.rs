@@ -52,17 +52,28 @@ fn monotonic_ns() -> Option<u64> {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn conversion_keeps_order_and_spacing() {
-        if let Some(c) = MonotonicClock::new() {
-            let a = Instant::now();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            let b = Instant::now();
-            let (na, nb) = (c.ns(a), c.ns(b));
-            assert_eq!(nb - na, (b - a).as_nanos() as u64);
-            // Agrees with a fresh reading of the clock to well under a millisecond.
-            let now = monotonic_ns().expect("linux");
-            assert!(now.abs_diff(c.ns(Instant::now())) < 1_000_000);
-        }
+        // Instants before the pairing convert as exactly as those after it.
+        let early = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let c = MonotonicClock::new().expect("CLOCK_MONOTONIC is readable on Linux");
+        let a = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = Instant::now();
+        let (ne, na, nb) = (c.ns(early), c.ns(a), c.ns(b));
+        assert_eq!(nb - na, (b - a).as_nanos() as u64);
+        assert_eq!(na - ne, (a - early).as_nanos() as u64);
+        // Agrees with a fresh reading of the clock to well under a millisecond.
+        let now = monotonic_ns().expect("linux");
+        assert!(now.abs_diff(c.ns(Instant::now())) < 1_000_000);
+    }
+
+    /// Elsewhere there is no clock to convert to, and callers are told so.
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn there_is_no_monotonic_clock_to_convert_to_off_linux() {
+        assert!(MonotonicClock::new().is_none());
     }
 }

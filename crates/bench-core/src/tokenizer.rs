@@ -59,7 +59,14 @@ pub struct HubSettings {
 impl HubSettings {
     /// Reads `HF_HUB_CACHE`, `HF_HOME`, `HF_HUB_OFFLINE`, `HF_ENDPOINT` and `HF_TOKEN`.
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The settings the variables `get` returns give, as `huggingface_hub` reads them: the
+    /// cache is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`; an empty
+    /// variable counts as unset.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |k: &str| get(k).filter(|v| !v.is_empty());
         let cache_dir = var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
             var("HF_HOME")
                 .map(PathBuf::from)
@@ -342,13 +349,54 @@ mod tests {
     }
 
     #[test]
-    fn cache_dir_prefers_hub_cache_over_home() {
-        let hub = HubSettings {
-            cache_dir: PathBuf::from("/c"),
-            offline: true,
-            endpoint: String::new(),
-            token: None,
+    fn the_cache_is_hub_cache_then_hf_home_then_home_as_huggingface_hub_reads_them() {
+        let settings = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect();
+            HubSettings::from_vars(move |k| {
+                vars.iter()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+            })
         };
-        assert_eq!(hub.repo_dir("org/m"), PathBuf::from("/c/models--org--m"));
+        let all = [("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h"), ("HOME", "/u")];
+        assert_eq!(settings(&all).cache_dir, PathBuf::from("/c"));
+        assert_eq!(settings(&all[1..]).cache_dir, PathBuf::from("/h/hub"));
+        assert_eq!(
+            settings(&all[2..]).cache_dir,
+            PathBuf::from("/u/.cache/huggingface/hub")
+        );
+        // An empty variable is unset, as in huggingface_hub.
+        let empty = [("HF_HUB_CACHE", ""), ("HF_HOME", "/h")];
+        assert_eq!(settings(&empty).cache_dir, PathBuf::from("/h/hub"));
+        assert_eq!(
+            settings(&all).repo_dir("org/m"),
+            PathBuf::from("/c/models--org--m")
+        );
+        for (value, offline) in [
+            ("1", true),
+            ("TRUE", true),
+            ("on", true),
+            ("0", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                settings(&[("HF_HUB_OFFLINE", value)]).offline,
+                offline,
+                "{value}"
+            );
+        }
+        let s = settings(&[]);
+        assert_eq!(
+            (s.endpoint.as_str(), s.token),
+            ("https://huggingface.co", None)
+        );
+        let s = settings(&[("HF_ENDPOINT", "http://mirror"), ("HF_TOKEN", "t")]);
+        assert_eq!(
+            (s.endpoint.as_str(), s.token.as_deref()),
+            ("http://mirror", Some("t"))
+        );
     }
 }

@@ -199,9 +199,19 @@ fn sigterm_writes_an_interrupted_result_and_exits_143() {
         ])
         .arg(&out)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawns");
-    std::thread::sleep(Duration::from_millis(3000));
+    // Signalled once the first requests have finished at the server, whatever the machine's pace.
+    let finished = || sim.handle.as_ref().map_or(0, |h| h.truth().len());
+    let waiting = std::time::Instant::now();
+    while finished() < 2 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "no request finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -267,8 +267,13 @@ fn files_that_are_not_results_are_skipped_by_name() {
         "tokenizer_config.json",
         r#"{"model_max_length": 4096}"#,
     );
+    write(dir.path(), "sweep_summary.json", r#"{"cells": []}"#);
     let (runs, warnings) = load::load_dir(dir.path(), "*.json").expect("loads");
     assert_eq!(runs.len(), 1);
+    assert!(
+        !warnings.iter().any(|w| w.contains("sweep_summary.json")),
+        "the sweep's summary is not a run, and not worth a warning: {warnings:?}"
+    );
     assert!(
         warnings
             .iter()

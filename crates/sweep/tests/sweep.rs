@@ -168,21 +168,35 @@ fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
 
 #[test]
 fn a_server_info_file_that_appears_late_is_waited_for() {
+    use std::io::BufRead;
     let sims = Sims::new();
     let sim = sims.start(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let info = dir.path().join("server_info.txt");
-    let (url, info2) = (sim.url(), info.clone());
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        std::fs::write(&info2, format!("{url}\n")).expect("write");
-    });
     let results = dir.path().join("results");
-    sweep(&results, &["--server-info", &info.display().to_string()])
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("to hold the server"));
-    writer.join().expect("writer");
+    let mut child = sweep_process(&results, &["--server-info", &info.display().to_string()])
+        .args(["--wait-timeout", "60s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sweep starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut waited = false;
+    let mut lines = Vec::new();
+    // The file is written once the sweep says it is waiting for it.
+    for line in stderr.lines().map_while(Result::ok) {
+        if !waited && line.contains("to hold the server") {
+            std::fs::write(&info, format!("{}\n", sim.url())).expect("write");
+            waited = true;
+        }
+        lines.push(line);
+    }
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{}", lines.join("\n"));
+    assert!(
+        waited,
+        "the sweep never said it was waiting: {}",
+        lines.join("\n")
+    );
     assert_eq!(cell_files(&results).len(), 4);
     sims.stop(sim);
 }

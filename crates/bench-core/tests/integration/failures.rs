@@ -101,11 +101,16 @@ async fn interruption_reports_what_was_measured() {
     c.interrupt_grace = Duration::from_millis(100);
     let stop = CancellationToken::new();
     let trigger = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Stopped once the first wave has finished at the server and the second is in flight,
+    // whatever the machine's pace.
+    let watch = async {
+        while sim.truth().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         trigger.cancel();
-    });
-    let r = run_with(&c, &stop).await;
+    };
+    let (r, ()) = tokio::join!(run_with(&c, &stop), watch);
     assert!(r.interrupted);
     assert!(r.not_sent > 0, "stopping must stop sending");
     assert!(
