@@ -166,37 +166,111 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
         o.results_dir.display(),
         o.glob
     );
-    let title = o.title.clone().unwrap_or_else(|| default_title(&runs));
+    let groups = configurations(runs);
+    if groups.len() > 1 {
+        let names: Vec<&str> = groups.keys().map(|k| k.label.as_str()).collect();
+        eprintln!(
+            "note: {} configurations in {}: {}; each gets charts of its own",
+            groups.len(),
+            o.results_dir.display(),
+            names.join("; ")
+        );
+    }
     let kinds: Vec<Kind> = match o.kind {
         Kind::All => vec![Kind::Throughput, Kind::Sla, Kind::Pareto, Kind::Latency],
         k => vec![k],
     };
     let mut written = Vec::new();
-    for kind in kinds {
-        let path = output_path(o.output.as_deref(), o.kind, kind);
-        let panels = match kind {
-            Kind::Throughput => shape::throughput(&runs),
-            Kind::Sla => shape::sla(&runs, &o.ttft_slas, &o.tpot_slas),
-            Kind::Pareto => shape::pareto(&runs),
-            Kind::Latency | Kind::All => shape::latency(&runs),
-        };
-        let size = if kind == Kind::Pareto {
-            (o.width * 5 / 8, o.height)
-        } else {
-            (o.width, o.height)
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("--output: cannot create {}", dir.display()))?;
+    for (config, runs) in &groups {
+        let title = o.title.clone().unwrap_or_else(|| default_title(runs));
+        for &kind in &kinds {
+            let mut path = output_path(o.output.as_deref(), o.kind, kind);
+            if groups.len() > 1 {
+                path = with_suffix(&path, &config.slug);
+            }
+            draw_one(o, kind, runs, &title, &path)?;
+            written.push(path);
         }
-        render::render(&path, &title, &panels, size)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("drawing {}", path.display()))?;
-        let s = if runs.len() == 1 { "" } else { "s" };
-        eprintln!("wrote {} ({} run{s})", path.display(), runs.len());
-        written.push(path);
     }
     Ok(written)
+}
+
+/// What makes runs comparable on one line: the same name, output length, and real or simulated
+/// time. Runs that differ in any of them are never drawn as one configuration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Configuration {
+    /// "name, OSL 128" (", simulated" for the simulator).
+    pub label: String,
+    /// The same, for a file name: "name_osl128" ("_sim").
+    pub slug: String,
+}
+
+/// The runs of each configuration.
+pub fn configurations(
+    runs: Vec<load::Run>,
+) -> std::collections::BTreeMap<Configuration, Vec<load::Run>> {
+    let mut groups = std::collections::BTreeMap::<Configuration, Vec<load::Run>>::new();
+    for r in runs {
+        let sim = r.sim_time_scale.is_some();
+        let config = Configuration {
+            label: format!(
+                "{}, OSL {}{}",
+                r.name,
+                r.osl,
+                if sim { ", simulated" } else { "" }
+            ),
+            slug: format!("{}_osl{}{}", r.name, r.osl, if sim { "_sim" } else { "" })
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect(),
+        };
+        groups.entry(config).or_default().push(r);
+    }
+    groups
+}
+
+/// `dir/throughput.png` with `slug` -> `dir/throughput_<slug>.png`.
+fn with_suffix(path: &Path, slug: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}_{slug}.{}", ext.to_string_lossy()),
+        None => format!("{stem}_{slug}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Draws one chart of `runs` into `path`.
+fn draw_one(
+    o: &Options,
+    kind: Kind,
+    runs: &[load::Run],
+    title: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let panels = match kind {
+        Kind::Throughput => shape::throughput(runs),
+        Kind::Sla => shape::sla(runs, &o.ttft_slas, &o.tpot_slas),
+        Kind::Pareto => shape::pareto(runs),
+        Kind::Latency | Kind::All => shape::latency(runs),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--output: cannot create {}", dir.display()))?;
+    }
+    render::render(path, title, &panels, (o.width, o.height))
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("drawing {}", path.display()))?;
+    let s = if runs.len() == 1 { "" } else { "s" };
+    eprintln!("wrote {} ({} run{s})", path.display(), runs.len());
+    Ok(())
 }
 
 /// Where chart `kind` goes: `<kind>.png` here without `--output`, inside it when it is a folder,

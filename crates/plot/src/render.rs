@@ -287,7 +287,8 @@ fn draw_primary<'a, DB: DrawingBackend + 'a>(
             });
             COLORS[slot % COLORS.len()]
         };
-        let in_legend = legend_entries < MAX_LEGEND && !series.points.is_empty();
+        let in_legend = legend_entries < MAX_LEGEND
+            && (!series.points.is_empty() || series.style.listed_when_empty());
         legend_entries += usize::from(in_legend);
         draw_series(chart, series, color, in_legend)?;
     }
@@ -404,18 +405,44 @@ fn draw_isl_ticks<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_series<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+/// The legend entry of a series without points: a threshold no run meets (its label says so),
+/// or a key saying what a solid or dashed line means.
+fn list_without_points<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    s: &Series,
+    color: RGBColor,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let style = s.style;
+    chart
+        .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+        .label(s.label.clone())
+        .legend(move |(x, y)| {
+            let (line, gap): (ShapeStyle, i32) = match style {
+                Style::Key { dashed } => (BLACK.stroke_width(2), if dashed { 5 } else { 0 }),
+                _ => (color.mix(0.3).stroke_width(1), 0),
+            };
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (8, 0)], line)
+                + PathElement::new(vec![(8 + gap, 0), (20, 0)], line)
+        });
+    Ok(())
+}
+
+fn draw_series<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     s: &Series,
     color: RGBColor,
     in_legend: bool,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let pts = finite_points(s);
-    if pts.is_empty() {
-        return Ok(());
-    }
     let legend_color = color;
     let label = s.label.clone();
+    if pts.is_empty() {
+        if in_legend && s.style.listed_when_empty() {
+            list_without_points(chart, s, color)?;
+        }
+        return Ok(());
+    }
     // Only series in the legend get a label and a swatch: plotters draws one per `.legend` call.
     macro_rules! annotate {
         ($anno:expr, $swatch:expr) => {
@@ -425,6 +452,7 @@ fn draw_series<DB: DrawingBackend>(
         };
     }
     match s.style {
+        Style::Key { .. } => return Ok(()),
         Style::GreyPoints => {
             let anno = chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
             annotate!(anno, move |(x, y)| Circle::new(
@@ -441,15 +469,15 @@ fn draw_series<DB: DrawingBackend>(
                 legend_color.stroke_width(2)
             ));
         }
-        Style::Band => {
-            let base = pts.iter().map(|p| p.1).fold(0.0, f64::min);
-            let anno = chart.draw_series(
-                AreaSeries::new(pts.clone(), base, color.mix(0.35))
-                    .border_style(color.stroke_width(2)),
-            )?;
-            annotate!(anno, move |(x, y)| Rectangle::new(
-                [(x, y - 5), (x + 18, y + 5)],
-                legend_color.mix(0.6).filled()
+        Style::Frontier { width } => {
+            // Markers as wide as the stroke, so a frontier of one run shows as a dot.
+            let radius = (width as i32 / 2 + 3).max(4);
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, radius, color.filled())))?;
+            let anno =
+                chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))?;
+            annotate!(anno, move |(x, y)| PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                legend_color.stroke_width(width.min(8))
             ));
         }
         Style::DashedWithMarkers => {

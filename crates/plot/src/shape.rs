@@ -22,8 +22,23 @@ pub enum Style {
     LineWithMarkers,
     DashedWithMarkers,
     GreyPoints,
-    /// A filled band from zero up to the line (SLA frontiers, stacked).
-    Band,
+    /// An SLA frontier: a line with markers, `width` pixels wide. Looser thresholds are drawn
+    /// first and wider, so a stricter frontier with the same values shows inside a looser one's
+    /// stroke instead of hiding it, and no colours mix.
+    Frontier {
+        width: u32,
+    },
+    /// No points: a legend entry saying what a solid (or dashed) line means on this chart.
+    Key {
+        dashed: bool,
+    },
+}
+
+impl Style {
+    /// Whether a series of this style is in the legend even without points.
+    pub fn listed_when_empty(self) -> bool {
+        matches!(self, Self::Frontier { .. } | Self::Key { .. })
+    }
 }
 
 /// One panel of a chart.
@@ -147,24 +162,48 @@ pub fn latency(runs: &[Run]) -> Vec<Panel> {
         s.extend(per_concurrency(runs, p99, Style::DashedWithMarkers, " P99"));
         s
     };
+    let (ttft, ttft_unit) = in_seconds_past(both(|r| r.median_ttft_ms, |r| r.p99_ttft_ms));
+    let (tpot, tpot_unit) = in_seconds_past(both(|r| r.median_tpot_ms, |r| r.p99_tpot_ms));
     vec![
         Panel {
             title: "Time to first token".into(),
             x_label: "Token Position (ISL)".into(),
-            y_label: "TTFT (ms)".into(),
-            series: both(|r| r.median_ttft_ms, |r| r.p99_ttft_ms),
+            y_label: format!("TTFT ({ttft_unit}); solid median, dashed P99"),
+            series: ttft,
             x_ticks: ticks.clone(),
             secondary: None,
         },
         Panel {
             title: "Time per output token".into(),
             x_label: "Token Position (ISL)".into(),
-            y_label: "TPOT (ms)".into(),
-            series: both(|r| r.median_tpot_ms, |r| r.p99_tpot_ms),
+            y_label: format!("TPOT ({tpot_unit}); solid median, dashed P99"),
+            series: tpot,
             x_ticks: ticks,
             secondary: None,
         },
     ]
+}
+
+/// Latencies above this many milliseconds are drawn in seconds.
+pub const SECONDS_PAST_MS: f64 = 10_000.0;
+
+/// `series` in milliseconds, or in seconds when any value passes [`SECONDS_PAST_MS`] (an axis of
+/// 30,000 ms reads worse than 30 s); returns the unit.
+fn in_seconds_past(mut series: Vec<Series>) -> (Vec<Series>, &'static str) {
+    let max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    if max <= SECONDS_PAST_MS {
+        return (series, "ms");
+    }
+    for s in &mut series {
+        for p in &mut s.points {
+            p.1 /= 1e3;
+        }
+    }
+    (series, "s")
 }
 
 /// For each ISL, the best `value` among runs whose `latency` is at most `limit`.
@@ -193,26 +232,32 @@ pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<P
     let ticks = Some(isls(runs));
     let per_gpu_in = |r: &Run| r.input_throughput / f64::from(r.tp);
     let per_gpu_out = |r: &Run| r.output_throughput / f64::from(r.tp);
-    // Bands are listed loosest first so each stricter (lower) band is drawn over the looser ones.
-    let mut prefill = Vec::new();
-    for &s in ttft_limits_s.iter().rev() {
-        let pts = frontier(runs, s * 1e3, per_gpu_in, |r| r.p99_ttft_ms);
-        prefill.push(line(
-            format!("P99 TTFT <= {}", seconds_label(s)),
-            pts,
-            Style::Band,
-        ));
-    }
+    // Listed loosest first, each wider than the next stricter one, which is drawn over it.
+    let mut prefill: Vec<Series> = ttft_limits_s
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &s)| {
+            let pts = frontier(runs, s * 1e3, per_gpu_in, |r| r.p99_ttft_ms);
+            let label = format!("P99 TTFT <= {}", seconds_label(s));
+            frontier_series(label, pts, ttft_limits_s.len() - i)
+        })
+        .collect();
     prefill.push(line(
         "every run".into(),
         runs.iter().map(|r| (r.isl as f64, per_gpu_in(r))).collect(),
         Style::GreyPoints,
     ));
-    let mut decode = Vec::new();
-    for &ms in tpot_limits_ms.iter().rev() {
-        let pts = frontier(runs, ms, per_gpu_out, |r| r.p99_tpot_ms);
-        decode.push(line(format!("P99 TPOT <= {ms} ms"), pts, Style::Band));
-    }
+    let mut decode: Vec<Series> = tpot_limits_ms
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &ms)| {
+            let pts = frontier(runs, ms, per_gpu_out, |r| r.p99_tpot_ms);
+            let label = format!("P99 TPOT <= {ms} ms");
+            frontier_series(label, pts, tpot_limits_ms.len() - i)
+        })
+        .collect();
     decode.push(line(
         "every run".into(),
         runs.iter()
@@ -238,6 +283,17 @@ pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<P
             secondary: None,
         },
     ]
+}
+
+/// One threshold's frontier; `rank` counts from the strictest (1). A threshold no run meets
+/// says so in its label, and keeps its place in the legend.
+fn frontier_series(label: String, points: Vec<(f64, f64)>, rank: usize) -> Series {
+    let label = match points.len() {
+        0 => format!("{label}: met by no run"),
+        _ => label,
+    };
+    let width = 2 + 3 * (rank as u32 - 1);
+    line(label, points, Style::Frontier { width })
 }
 
 fn seconds_label(s: f64) -> String {
@@ -300,10 +356,21 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
             }
         })
         .collect();
+    let mut series: Vec<Series> = series;
+    series.push(line(
+        "solid: total tok/s per GPU".into(),
+        Vec::new(),
+        Style::Key { dashed: false },
+    ));
+    series.push(line(
+        "dashed: median TTFT (right)".into(),
+        Vec::new(),
+        Style::Key { dashed: true },
+    ));
     vec![Panel {
         title: "Throughput vs interactivity".into(),
         x_label: "Interactivity (tok/s/user)".into(),
-        y_label: "Total tok/s per GPU".into(),
+        y_label: "Total tok/s per GPU, solid".into(),
         series,
         x_ticks: None,
         secondary: Some(Secondary {
@@ -401,6 +468,51 @@ mod tests {
             "every run is a grey point"
         );
         assert_eq!(panels[0].series[2].style, Style::GreyPoints);
+    }
+
+    #[test]
+    fn looser_frontiers_are_wider_and_a_threshold_no_run_meets_says_so() {
+        let runs = vec![
+            run(1, 1024, 4, 100.0, 10.0, 400.0, 30.0),
+            run(1, 2048, 4, 200.0, 10.0, 900.0, 40.0),
+        ];
+        let panels = sla(&runs, &[0.1, 0.5, 2.0], &[50.0]);
+        let widths: Vec<u32> = panels[0].series[..3]
+            .iter()
+            .map(|s| match s.style {
+                Style::Frontier { width } => width,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(widths.windows(2).all(|w| w[0] > w[1]), "{widths:?}");
+        // Equal frontiers (<= 2 s and <= 500 ms are met by the same runs at ISL 1024) stay apart
+        // by width; 100 ms is met by none, and says so.
+        assert_eq!(
+            panels[0].series[2].label,
+            "P99 TTFT <= 100 ms: met by no run"
+        );
+        assert!(panels[0].series[2].points.is_empty());
+        assert_eq!(panels[0].series[1].points, vec![(1024.0, 100.0)]);
+    }
+
+    #[test]
+    fn latencies_past_ten_seconds_are_drawn_in_seconds() {
+        let quick = vec![run(1, 1024, 4, 1.0, 1.0, 900.0, 30.0)];
+        let p = latency(&quick);
+        assert!(p[0].y_label.starts_with("TTFT (ms)"), "{}", p[0].y_label);
+        let slow = vec![
+            run(1, 1024, 4, 1.0, 1.0, 900.0, 30.0),
+            run(1, 8192, 4, 1.0, 1.0, 30_000.0, 30.0),
+        ];
+        let p = latency(&slow);
+        assert!(p[0].y_label.starts_with("TTFT (s)"), "{}", p[0].y_label);
+        let p99 = p[0]
+            .series
+            .iter()
+            .find(|s| s.label.ends_with("P99"))
+            .expect("a P99 line");
+        assert_eq!(p99.points, vec![(1024.0, 0.9), (8192.0, 30.0)]);
+        assert!(p[1].y_label.starts_with("TPOT (ms)"), "TPOT stays in ms");
     }
 
     #[test]

@@ -106,11 +106,7 @@ fn every_chart_renders_a_png_of_the_requested_size_with_ink() {
         for path in written {
             let (w, h, ink) = png_ink(&path);
             assert_eq!(h, 400, "{}", path.display());
-            assert!(
-                w == 900 || w == 900 * 5 / 8,
-                "{}: width {w}",
-                path.display()
-            );
+            assert!(w == 900, "{}: width {w}", path.display());
             assert!(
                 ink > 2000,
                 "{} looks blank ({ink} dark pixels)",
@@ -426,4 +422,54 @@ fn every_bad_result_file_is_skipped_naming_the_file_and_the_problem() {
         "{stderr}"
     );
     assert!(out.is_file());
+}
+
+/// A folder of two configurations (another OSL, simulated and real time) is never merged into
+/// one line: each gets its own charts, and a line says so.
+#[test]
+fn a_mixed_folder_is_drawn_per_configuration_never_merged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["python", "inferperf"] {
+        for entry in std::fs::read_dir(fixtures(sub))
+            .expect("fixtures")
+            .flatten()
+        {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    let out = dir.path().join("charts");
+    let assert = Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(dir.path())
+        .arg("--output")
+        .arg(format!("{}/", out.display()))
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("note: 2 configurations")
+            && stderr.contains("seedpy_vllm, OSL 32")
+            && stderr.contains("sim, OSL 128, simulated"),
+        "{stderr}"
+    );
+    let mut charts: Vec<String> = std::fs::read_dir(&out)
+        .expect("charts")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    charts.sort();
+    assert_eq!(
+        charts,
+        vec![
+            "throughput_seedpy_vllm_osl32.png",
+            "throughput_sim_osl128_sim.png"
+        ]
+    );
+    let (runs, _) = load::load_dir(dir.path(), "*.json").expect("loads");
+    let groups = plot::configurations(runs);
+    assert_eq!(
+        groups.values().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 2]
+    );
 }
