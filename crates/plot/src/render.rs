@@ -275,18 +275,8 @@ fn draw_primary<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
     panel: &Panel,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let mut color_index = 0;
     let mut legend_entries = 0;
-    for series in &panel.series {
-        let color = if series.style == Style::GreyPoints {
-            RGBColor(150, 150, 150)
-        } else {
-            let slot = series.color.unwrap_or_else(|| {
-                color_index += 1;
-                color_index - 1
-            });
-            COLORS[slot % COLORS.len()]
-        };
+    for (series, color) in panel.series.iter().zip(series_colors(panel)) {
         let in_legend = legend_entries < MAX_LEGEND
             && (!series.points.is_empty() || series.style.listed_when_empty());
         legend_entries += usize::from(in_legend);
@@ -294,6 +284,29 @@ fn draw_primary<'a, DB: DrawingBackend + 'a>(
     }
     Ok(())
 }
+
+/// The colour each of `panel`'s primary series is drawn in: its palette slot, else the next
+/// slot in order; grey for every-run points.
+pub fn series_colors(panel: &Panel) -> Vec<RGBColor> {
+    let mut next = 0;
+    panel
+        .series
+        .iter()
+        .map(|series| {
+            if series.style == Style::GreyPoints {
+                return GREY;
+            }
+            let slot = series.color.unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            });
+            COLORS[slot % COLORS.len()]
+        })
+        .collect()
+}
+
+/// Every-run points.
+const GREY: RGBColor = RGBColor(150, 150, 150);
 
 /// The legend, in the emptiest corner, when any series has points.
 fn draw_legend<'a, DB: DrawingBackend + 'a>(

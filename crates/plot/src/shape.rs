@@ -128,7 +128,7 @@ pub fn throughput(runs: &[Run]) -> Vec<Panel> {
         Panel {
             title: "Prefill".into(),
             x_label: "Token Position (ISL)".into(),
-            y_label: "Input token throughput (tok/s)".into(),
+            y_label: "Input tok/s, all GPUs (input tokens / run duration)".into(),
             series: per_concurrency(
                 runs,
                 |r| Some(r.input_throughput),
@@ -141,7 +141,7 @@ pub fn throughput(runs: &[Run]) -> Vec<Panel> {
         Panel {
             title: "Decode".into(),
             x_label: "Token Position (ISL)".into(),
-            y_label: "Output token throughput (tok/s)".into(),
+            y_label: "Output tok/s, all GPUs".into(),
             series: per_concurrency(
                 runs,
                 |r| Some(r.output_throughput),

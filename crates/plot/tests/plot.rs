@@ -473,3 +473,76 @@ fn a_mixed_folder_is_drawn_per_configuration_never_merged() {
         vec![3, 2]
     );
 }
+
+/// Every pixel colour of a PNG, counted.
+fn colour_counts(path: &Path) -> std::collections::HashMap<(u8, u8, u8), usize> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("png exists"),
+    ));
+    let mut reader = decoder.read_info().expect("valid png");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let channels = info.color_type.samples();
+    let mut counts = std::collections::HashMap::new();
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        *counts.entry((px[0], px[1], px[2])).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Per chart kind, what it draws: every axis names its unit, every series has a label, and the
+/// colour of every series with points covers far more pixels than its legend swatch could (so
+/// the series itself is visible in the plot area, not only in the legend).
+#[test]
+fn every_chart_kind_draws_each_legend_entry_visibly_with_units_on_every_axis() {
+    let results = fixtures("python");
+    let (runs, _) = load::load_dir(&results, "*.json").expect("loads");
+    let out = tempfile::tempdir().expect("tempdir");
+    let kinds = [
+        (plot::Kind::Throughput, plot::shape::throughput(&runs)),
+        (
+            plot::Kind::Sla,
+            plot::shape::sla(
+                &runs,
+                &[0.5, 1.0, 2.0, 5.0, 10.0],
+                &[50.0, 75.0, 100.0, 200.0],
+            ),
+        ),
+        (plot::Kind::Pareto, plot::shape::pareto(&runs)),
+        (plot::Kind::Latency, plot::shape::latency(&runs)),
+    ];
+    for (kind, panels) in kinds {
+        let path = out.path().join(format!("{}.png", kind.name()));
+        plot::run(&args(&results, &path, kind)).expect("renders");
+        let counts = colour_counts(&path);
+        for panel in &panels {
+            for label in [&panel.x_label, &panel.y_label] {
+                assert!(
+                    ["tok/s", "(ms", "(s", "ISL"]
+                        .iter()
+                        .any(|u| label.contains(u)),
+                    "{}: axis `{label}` names no unit",
+                    kind.name()
+                );
+            }
+            let colours = plot::render::series_colors(panel);
+            for (s, c) in panel.series.iter().zip(colours) {
+                assert!(
+                    !s.label.is_empty(),
+                    "{}: a series without a label",
+                    kind.name()
+                );
+                if s.points.is_empty() {
+                    continue;
+                }
+                let n = counts.get(&(c.0, c.1, c.2)).copied().unwrap_or(0);
+                assert!(
+                    n > 150,
+                    "{}: `{}` has {n} pixels of its colour: not visible",
+                    kind.name(),
+                    s.label
+                );
+            }
+        }
+    }
+}
