@@ -80,6 +80,10 @@ demo-fidelity SCALES="20" *ARGS:
     cargo build --release -p sweep --bins --examples
     target/release/examples/demo_fidelity {{SCALES}} {{ARGS}}
 
+# How long plot takes for 25 result files, every chart kind, PNG and SVG.
+plot-speed:
+    cargo run --release -p plot --example render_speed 2>&1 | grep -v '^wrote'
+
 # Time to build 640 prompts of 14,000 tokens.
 prompt-speed:
     cargo bench -p bench-core --bench prompts
