@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
         for (j, conc) in [1u64, 2, 4, 8, 16].into_iter().enumerate() {
             let mut v = template.clone();
             let scale = (1.0 + i as f64) * (1.0 + j as f64).sqrt();
-            for key in ["input_throughput", "output_throughput", "total_token_throughput"] {
+            for key in [
+                "input_throughput",
+                "output_throughput",
+                "total_token_throughput",
+            ] {
                 if let Some(x) = v[key].as_f64() {
                     v[key] = (x * scale).into();
                 }

@@ -276,13 +276,14 @@ fn draw_primary<'a, DB: DrawingBackend + 'a>(
     panel: &Panel,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let mut legend_entries = 0;
-    for (series, color) in panel.series.iter().zip(series_colors(panel)) {
+    let colors = series_colors(panel);
+    for (series, &color) in panel.series.iter().zip(&colors) {
         let in_legend = legend_entries < MAX_LEGEND
             && (!series.points.is_empty() || series.style.listed_when_empty());
         legend_entries += usize::from(in_legend);
         draw_series(chart, series, color, in_legend)?;
     }
-    Ok(())
+    draw_point_labels(chart, panel, &colors)
 }
 
 /// The colour each of `panel`'s primary series is drawn in: its palette slot, else the next
@@ -507,15 +508,64 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
         }
     }
     chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
-    if !s.point_labels.is_empty() {
-        chart.draw_series(pts.iter().zip(&s.point_labels).map(|(p, label)| {
-            EmptyElement::at(*p)
-                + Text::new(
-                    label.clone(),
-                    (6, -16),
-                    ("sans-serif", 13).into_font().color(&color),
-                )
-        }))?;
+    Ok(())
+}
+
+/// A label's box in pixels: left, top, right, bottom.
+type LabelBox = (i32, i32, i32, i32);
+
+/// Where a label `width` pixels wide goes beside the point at `(x, y)` (pixels): the first of
+/// right above, right below, left above, left below, further up, further down that overlaps no
+/// box in `placed` (right above when all do); its box is added to `placed`.
+fn place_label(placed: &mut Vec<LabelBox>, (x, y): (i32, i32), width: i32) -> (i32, i32) {
+    const HEIGHT: i32 = 13;
+    let candidates = [
+        (6, -16),
+        (6, 4),
+        (-6 - width, -16),
+        (-6 - width, 4),
+        (6, -30),
+        (6, 18),
+    ];
+    let boxed = |(dx, dy): (i32, i32)| (x + dx, y + dy, x + dx + width, y + dy + HEIGHT);
+    let free = |b: &LabelBox| {
+        placed
+            .iter()
+            .all(|o| b.2 <= o.0 || o.2 <= b.0 || b.3 <= o.1 || o.3 <= b.1)
+    };
+    let offset = candidates
+        .into_iter()
+        .find(|c| free(&boxed(*c)))
+        .unwrap_or(candidates[0]);
+    placed.push(boxed(offset));
+    offset
+}
+
+/// The point labels of every series (a Pareto point's concurrency), each put beside its point
+/// where it overlaps no label already placed: right above, right below, left above, left below,
+/// then further up or down; where every place is taken, right above.
+fn draw_point_labels<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    panel: &Panel,
+    colors: &[RGBColor],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut placed: Vec<LabelBox> = Vec::new();
+    for (s, color) in panel.series.iter().zip(colors) {
+        for (p, label) in s.points.iter().zip(&s.point_labels) {
+            if !(p.0.is_finite() && p.1.is_finite()) {
+                continue;
+            }
+            let width = 7 * label.chars().count() as i32;
+            let offset = place_label(&mut placed, chart.backend_coord(p), width);
+            chart.draw_series(std::iter::once(
+                EmptyElement::at(*p)
+                    + Text::new(
+                        label.clone(),
+                        offset,
+                        ("sans-serif", 13).into_font().color(color),
+                    ),
+            ))?;
+        }
     }
     Ok(())
 }
@@ -523,6 +573,26 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_of_nearby_points_go_where_they_overlap_nothing() {
+        let mut placed = Vec::new();
+        let first = place_label(&mut placed, (100, 100), 21);
+        assert_eq!(first, (6, -16));
+        // The same point again: right above is taken, right below is free.
+        assert_eq!(place_label(&mut placed, (100, 100), 21), (6, 4));
+        // A point 3 px away: both right-hand places are taken, left above is free.
+        assert_eq!(place_label(&mut placed, (103, 101), 21), (-27, -16));
+        let boxes = placed.clone();
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                let apart = a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
+        // A point far away takes the usual place.
+        assert_eq!(place_label(&mut placed, (400, 300), 21), (6, -16));
+    }
 
     #[test]
     fn short_numbers_read_well() {
