@@ -484,8 +484,13 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
             ));
         }
         Style::Frontier { width } => {
-            // Markers as wide as the stroke, so a frontier of one run shows as a dot.
-            let radius = (width as i32 / 2 + 3).max(4);
+            // Markers wider than the stroke. A frontier of one run is a large dot, larger for
+            // looser thresholds, so equal ones nest as rings instead of hiding each other.
+            let radius = if pts.len() == 1 {
+                width as i32 + 6
+            } else {
+                (width as i32 / 2 + 3).max(4)
+            };
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, radius, color.filled())))?;
             let anno =
                 chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))?;
