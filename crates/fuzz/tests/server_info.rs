@@ -14,13 +14,20 @@ fn seeds() -> Vec<Vec<u8>> {
 fn check(input: &[u8]) -> Result<(), TestCaseError> {
     match parse_server_info(input) {
         Ok(Some(url)) => {
-            let text = std::str::from_utf8(input).expect("a URL came from text");
+            // Text, perhaps cut off mid-character at its end.
+            let text = match std::str::from_utf8(input) {
+                Ok(t) => t,
+                Err(e) => std::str::from_utf8(&input[..e.valid_up_to()]).expect("valid prefix"),
+            };
             let first = text.lines().map(str::trim).find(|l| !l.is_empty());
-            let first = first.map(|l| l.trim_end_matches('/'));
-            let written = first
-                .and_then(|l| Url::parse(l).ok())
-                .expect("the first line is a URL");
-            prop_assert_eq!(Url::parse(&url).ok(), Some(written));
+            // The same URL as the first line, in normal form, trailing slashes aside.
+            let normal = |u: &str| {
+                Url::parse(u)
+                    .map(|u| u.as_str().trim_end_matches('/').to_string())
+                    .ok()
+            };
+            let written = first.and_then(normal).expect("the first line is a URL");
+            prop_assert_eq!(normal(&url), Some(written));
             prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
             prop_assert!(!url.ends_with('/'));
         }
@@ -64,7 +71,7 @@ proptest! {
     #[test]
     fn a_url_written_with_any_padding_is_read_back(
         https in any::<bool>(),
-        host in "[a-z][a-z0-9-]{0,12}(\\.[a-z][a-z0-9]{0,8}){0,3}",
+        host in "h[a-z0-9-]{0,12}(\\.[a-z][a-z0-9]{0,8}){0,3}",
         port in proptest::option::of(1u16..),
         slash in any::<bool>(),
         before in "[ \t\r\n]{0,6}",
