@@ -179,6 +179,11 @@ fn paired_now() -> (Instant, Duration) {
 /// Widest gap between the monotonic reads around a wall-clock read taken as simultaneous.
 const PAIR_SPREAD: Duration = Duration::from_micros(20);
 
+/// How far a kernel stamp converted to an `Instant` may be from the true moment: half the
+/// widest pairing accepted (the wall-clock read lies somewhere between the two monotonic ones).
+/// A thread preempted inside a pairing retakes it, up to four times, then keeps the narrowest.
+pub const CONVERSION_ERROR: Duration = Duration::from_micros(10);
+
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod sys {
