@@ -37,7 +37,7 @@ pub struct PlotArgs {
     #[arg(long, default_value = "*.json")]
     pub glob: String,
     /// Output file (.svg for SVG, PNG otherwise, whatever the extension), or a folder to write
-    /// each chart into under its kind's name [default: <kind>.png, e.g. throughput.png].
+    /// each chart into under its kind's name [default: KIND.png, e.g. throughput.png].
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Chart title [default: from the run names in the files].
