@@ -120,17 +120,9 @@ pub struct Scraper {
 impl Scraper {
     /// A scraper of `<base_url>/metrics`, trusting `ca_cert` too for `https://`.
     pub fn new(base_url: &str, ca_cert: Option<&std::path::Path>) -> std::io::Result<Self> {
-        let mut http = reqwest::Client::builder()
+        let http = crate::tls::http_client(ca_cert)?
             .timeout(Duration::from_secs(10))
             .no_proxy();
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)?;
-            for cert in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(std::io::Error::other)?
-            {
-                http = http.add_root_certificate(cert);
-            }
-        }
         Ok(Self {
             http: http.build().map_err(std::io::Error::other)?,
             url: format!("{}/metrics", base_url.trim_end_matches('/')),

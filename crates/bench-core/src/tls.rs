@@ -32,6 +32,24 @@ pub fn client_config(ca_cert: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
     with_roots(roots)
 }
 
+/// A `reqwest` client builder for the same server: Mozilla's roots, plus the CA certificates in
+/// `ca_cert` (PEM) when given, read through [`extra_roots`] so a bad file is named alike.
+pub fn http_client(ca_cert: Option<&Path>) -> io::Result<reqwest::ClientBuilder> {
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        for cert in extra_roots(path)? {
+            let cert = reqwest::Certificate::from_der(&cert).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a usable CA certificate: {e}", path.display()),
+                )
+            })?;
+            http = http.add_root_certificate(cert);
+        }
+    }
+    Ok(http)
+}
+
 /// The certificates in a PEM file; an error names the file when it has none.
 pub fn extra_roots(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)

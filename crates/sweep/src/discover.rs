@@ -68,17 +68,9 @@ pub struct Discovery {
 impl Discovery {
     /// Polls `source`; `ca_cert` (the run's `--ca-cert`) is also trusted for `https://` servers.
     pub fn new(source: Source, timeout: Duration, ca_cert: Option<&Path>) -> std::io::Result<Self> {
-        let mut http = reqwest::Client::builder()
+        let http = bench_core::tls::http_client(ca_cert)?
             .timeout(Duration::from_secs(5))
             .no_proxy();
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)?;
-            for cert in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(std::io::Error::other)?
-            {
-                http = http.add_root_certificate(cert);
-            }
-        }
         Ok(Self {
             source,
             timeout,
