@@ -7,6 +7,7 @@
 // Flag docs are `--help` text, where `<host>` is a placeholder, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
+use bench_core::config::TransportKind;
 use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
 use bench_core::prompt::{PromptSpec, SeedOrigin};
 use clap::Args;
@@ -129,6 +130,29 @@ pub struct CommonArgs {
     /// Do not scrape the server's /metrics.
     #[arg(long)]
     pub no_server_metrics: bool,
+
+    /// The HTTP stack requests go over (docs/performance.md compares the two).
+    #[arg(long, value_enum, default_value_t = Transport::Native)]
+    pub transport: Transport,
+}
+
+/// `--transport`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// HTTP/1.1, no proxy; on Linux every event is timed by when the kernel received it.
+    Native,
+    /// reqwest: HTTP/2 where an https:// server offers it, HTTP_PROXY, HTTPS_PROXY and NO_PROXY
+    /// honoured, any OS; events are timed when its body stream yields them.
+    Standard,
+}
+
+impl From<Transport> for TransportKind {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Native => Self::Native,
+            Transport::Standard => Self::Standard,
+        }
+    }
 }
 
 /// The per-run numbers a sweep sets for each cell.
@@ -279,6 +303,7 @@ impl CommonArgs {
             api_key: std::env::var("OPENAI_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
+            transport: self.transport.into(),
         })
     }
 

@@ -9,13 +9,17 @@
 //! Connections ([`crate::transport`], over TLS for `https://`): HTTP/1.1 keep-alive with
 //! `TCP_NODELAY`, an unbounded idle pool (warm-up requests leave connections open so measured
 //! requests do not pay for set-up), one wake-up per read in the request's own task, and no proxy
-//! (a proxy would sit inside every measured latency).
+//! (a proxy would sit inside every measured latency). The standard stack ([`crate::standard`])
+//! is the other choice: the same requests, records and outcomes, stamped when its body stream
+//! yields.
 
 use crate::record::{FailureReason, RequestRecord, TokenCountSource};
 use crate::request::RequestPlan;
+use crate::standard::Standard;
 use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
 use crate::tokenizer::PromptTokenizer;
 use crate::transport::{Flow, ReadStats, Transport, TransportError};
+use bench_result::settings::TransportKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -45,35 +49,57 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
 }
 
+/// The HTTP stack a client sends through.
+#[derive(Debug)]
+enum Wire {
+    Native(Transport),
+    Standard(Standard),
+}
+
 /// A reusable client for one endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
-    transport: Arc<Transport>,
+    wire: Arc<Wire>,
     api: ApiKind,
     api_key: Option<String>,
     timeout: Duration,
 }
 
 impl Client {
-    /// For `url`; `ca_cert` adds CA certificates (PEM) trusted for `https://`.
+    /// For `url` over `transport`; `ca_cert` adds CA certificates (PEM) trusted for `https://`.
     pub fn new(
         url: &str,
         api: ApiKind,
         api_key: Option<String>,
         timeouts: Timeouts,
         ca_cert: Option<&std::path::Path>,
+        transport: TransportKind,
     ) -> Result<Self, ClientError> {
-        let https = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
-        let tls = if https {
-            Some(crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?)
-        } else {
-            None
+        let unsupported = || ClientError::UnsupportedUrl(url.to_string());
+        let parsed = reqwest::Url::parse(url).map_err(|_| unsupported())?;
+        let wire = match transport {
+            TransportKind::Native => {
+                let tls = if parsed.scheme() == "https" {
+                    Some(crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?)
+                } else {
+                    None
+                };
+                let native = Transport::with_tls(url, tls)
+                    .ok_or_else(unsupported)?
+                    .with_idle_timeout(timeouts.idle);
+                Wire::Native(native)
+            }
+            TransportKind::Standard => {
+                if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+                    return Err(unsupported());
+                }
+                let standard =
+                    Standard::new(parsed, ca_cert, timeouts.idle).map_err(ClientError::Tls)?;
+                Wire::Standard(standard)
+            }
         };
-        let transport = Transport::with_tls(url, tls)
-            .ok_or_else(|| ClientError::UnsupportedUrl(url.to_string()))?
-            .with_idle_timeout(timeouts.idle);
         Ok(Self {
-            transport: Arc::new(transport),
+            wire: Arc::new(wire),
             api,
             api_key,
             timeout: timeouts.total,
@@ -82,7 +108,10 @@ impl Client {
 
     /// How reads were stamped since the last call.
     pub fn take_read_stats(&self) -> ReadStats {
-        self.transport.take_read_stats()
+        match &*self.wire {
+            Wire::Native(t) => t.take_read_stats(),
+            Wire::Standard(s) => s.take_read_stats(),
+        }
     }
 
     /// Sends `plan` and streams the reply to its end, a failure, the timeout or `abort`.
@@ -126,30 +155,37 @@ impl Client {
             headers.push(("Authorization", a.as_str()));
         }
         let mut decoder = SseDecoder::new();
-        let status = self
-            .transport
-            .post(&headers, &plan.body, |bytes, arrived| {
-                decoder.feed(bytes, |frame| {
-                    state.on_event(classify(frame, state.api), arrived)
-                });
-                if decoder.pending_bytes() > MAX_EVENT_BYTES && state.failure.is_none() {
-                    state.failure = Some(FailureReason::Malformed(format!(
-                        "an event of over {} KiB without its end (a blank line)",
-                        MAX_EVENT_BYTES / 1024
-                    )));
-                }
-                if state.failure.is_some() {
-                    Flow::Abort
-                } else if state.done {
-                    Flow::Finished
-                } else {
-                    Flow::Continue
-                }
-            })
-            .await;
+        let status = match &*self.wire {
+            Wire::Native(native) => {
+                native
+                    .post(&headers, &plan.body, |bytes, arrived| {
+                        decoder.feed(bytes, |frame| {
+                            state.on_event(classify(frame, state.api), arrived);
+                        });
+                        if decoder.pending_bytes() > MAX_EVENT_BYTES && state.failure.is_none() {
+                            let too_long = TransportError::EventTooLong(MAX_EVENT_BYTES);
+                            state.failure = Some(FailureReason::Malformed(too_long.to_string()));
+                        }
+                        state.flow()
+                    })
+                    .await
+            }
+            Wire::Standard(standard) => {
+                let body = plan.body.clone();
+                standard
+                    .post(&headers, body, MAX_EVENT_BYTES, |frame, arrived| {
+                        state.on_event(classify(frame, state.api), arrived);
+                        state.flow()
+                    })
+                    .await
+            }
+        };
         match status {
             Err(TransportError::Connect(e)) => return Err(FailureReason::Connect(chain(&e))),
             Err(TransportError::Idle(d)) => return Err(FailureReason::IdleTimeout(d)),
+            Err(e @ TransportError::EventTooLong(_)) if state.failure.is_none() => {
+                return Err(FailureReason::Malformed(e.to_string()))
+            }
             Err(TransportError::Malformed(m)) => {
                 return Err(FailureReason::Malformed(format!(
                     "malformed HTTP response: {m}"
@@ -263,6 +299,17 @@ impl StreamState {
             }
             Ok(StreamEvent::Done) => self.done = true,
             Ok(StreamEvent::Other) => {}
+        }
+    }
+
+    /// What the transport should do next.
+    fn flow(&self) -> Flow {
+        if self.failure.is_some() {
+            Flow::Abort
+        } else if self.done {
+            Flow::Finished
+        } else {
+            Flow::Continue
         }
     }
 

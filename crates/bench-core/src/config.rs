@@ -5,6 +5,7 @@
 
 use crate::prompt::PromptSpec;
 use crate::stream::ApiKind;
+pub use bench_result::settings::TransportKind;
 use bench_result::settings::{EndpointEcho, PromptEcho, Rate, RunSettings, SloEcho};
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -104,6 +105,8 @@ pub struct RunConfig {
     pub server_metrics_interval: Option<Duration>,
     /// Bearer token; never in the result file or a log.
     pub api_key: Option<String>,
+    /// Which HTTP stack carries the requests.
+    pub transport: TransportKind,
 }
 
 /// How long a request may stay silent before it is given up on, unless told otherwise: long
@@ -158,6 +161,7 @@ impl RunConfig {
             metadata: self.metadata.clone(),
             ca_cert: self.ca_cert.as_ref().map(|p| p.display().to_string()),
             server_metrics_interval: self.server_metrics_interval.map(|d| d.as_secs_f64()),
+            transport: self.transport,
         }
     }
 
@@ -206,6 +210,7 @@ impl RunConfig {
             tp: 1,
             metadata: Vec::new(),
             api_key: None,
+            transport: TransportKind::Native,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::stats::Distribution;
 use crate::stream::ApiKind;
 use crate::transport::ReadStats;
 use bench_result::sections::{ClientSection, ServerSection, SimSchedule, Timestamps};
+use bench_result::settings::TransportKind;
 
 /// Reads waiting, or a runtime waking, later than this at P99 mean the client fell behind.
 pub const LAG_LIMIT_MS: f64 = 5.0;
@@ -43,6 +44,7 @@ pub struct ClientCost<'a> {
     /// How late a timer on the client's runtime woke, ms.
     pub lag: &'a Distribution,
     pub reads: &'a ReadStats,
+    pub transport: TransportKind,
 }
 
 /// The client section: its cost, where its timestamps came from, and its warnings.
@@ -95,6 +97,7 @@ pub fn client(cost: &ClientCost<'_>, m: &RunMetrics) -> ClientSection {
         runtime_lag_p50_ms: cost.lag.median,
         runtime_lag_p99_ms: lag_p99,
         runtime_lag_max_ms: cost.lag.max,
+        transport: cost.transport,
         timestamps,
         read_wait_p50_ms: wait_ms(0.5),
         read_wait_p99_ms: wait_ms(0.99),

@@ -26,6 +26,7 @@ pub mod result;
 pub mod run;
 pub mod server_metrics;
 pub mod socket;
+pub mod standard;
 pub mod stats;
 pub mod stream;
 pub mod summary;

@@ -96,6 +96,7 @@ pub async fn execute(
             idle: config.idle_timeout,
         },
         config.ca_cert.as_deref(),
+        config.transport,
     )
     .map_err(RunError::Client)?;
     let driver = Driver {
@@ -125,6 +126,7 @@ pub async fn execute(
         wall_seconds: measured.wall.as_secs_f64(),
         lag: &measured.lag,
         reads: &measured.reads,
+        transport: config.transport,
     };
     let client_overhead = crate::judge::client(&cost, &metrics);
     let served_models = match (&server_probe, metrics.failures.contains_key("http_404")) {

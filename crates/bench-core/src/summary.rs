@@ -5,6 +5,7 @@ use crate::report::RunReport;
 use crate::result::percentile_label;
 use crate::stats::Distribution;
 use bench_result::sections::Timestamps;
+use bench_result::settings::TransportKind;
 use std::fmt::Write;
 
 const WIDTH: usize = 50;
@@ -146,11 +147,16 @@ fn totals(out: &mut String, r: &RunReport) {
 fn client(out: &mut String, r: &RunReport) {
     let c = &r.client;
     let _ = writeln!(out, "{:-^WIDTH$}", "Client");
+    let (transport, read) = match c.transport {
+        TransportKind::Native => ("native (HTTP/1.1)", "read return"),
+        TransportKind::Standard => ("standard (reqwest)", "body stream yield"),
+    };
     let source = match c.timestamps {
         Timestamps::Kernel => "kernel arrival",
         Timestamps::Mixed => "kernel arrival, some at read",
-        Timestamps::Read => "read return",
+        Timestamps::Read => read,
     };
+    let _ = writeln!(out, "{:<40} {transport}", "Transport:");
     let _ = writeln!(out, "{:<40} {source}", "Event timestamps:");
     if let Some(wait) = c.read_wait_p99_ms {
         let _ = writeln!(out, "{:<40} {wait:<10.2}", "P99 read wait (ms):");

@@ -38,6 +38,9 @@ pub enum TransportError {
     Closed,
     #[error("nothing arrived for {0:?}")]
     Idle(Duration),
+    /// More than this many bytes without an event's end (a blank line).
+    #[error("an event of over {} KiB without its end (a blank line)", .0 / 1024)]
+    EventTooLong(usize),
 }
 
 /// How the body is delimited.

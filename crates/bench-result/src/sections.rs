@@ -131,6 +131,9 @@ pub struct ClientSection {
     pub runtime_lag_p50_ms: f64,
     pub runtime_lag_p99_ms: f64,
     pub runtime_lag_max_ms: f64,
+    /// Which transport carried the requests (as `config.transport`), beside what it made of
+    /// their timestamps.
+    pub transport: crate::settings::TransportKind,
     pub timestamps: Timestamps,
     pub read_wait_p50_ms: Option<f64>,
     pub read_wait_p99_ms: Option<f64>,

@@ -76,6 +76,18 @@ fn random_origin() -> SeedOrigin {
     SeedOrigin::Random
 }
 
+/// How requests went over the wire: the project's own HTTP/1.1 transport, whose events carry the
+/// kernel's arrival times, or the standard stack (`reqwest` and `eventsource-stream`: HTTP/2 over
+/// TLS where the server offers it, proxies from the environment), whose events are stamped when
+/// the body stream yields their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    #[default]
+    Native,
+    Standard,
+}
+
 /// Service-level objectives for goodput, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SloEcho {
@@ -116,6 +128,9 @@ pub struct RunSettings {
     /// Seconds between scrapes of the server's `/metrics`; `None`: not scraped.
     #[serde(default)]
     pub server_metrics_interval: Option<f64>,
+    /// Files written before there was a choice were measured on the native transport.
+    #[serde(default)]
+    pub transport: TransportKind,
 }
 
 /// Settings that do not change what is measured: where the server is and how it was reached,

@@ -1,6 +1,6 @@
 //! Every producer's real files load into the one model, and bad ones are named by their key.
 
-use bench_result::settings::SeedOrigin;
+use bench_result::settings::{SeedOrigin, TransportKind};
 use bench_result::{parse, read, Metric, ReadError, ResultFile, Stat};
 use std::path::{Path, PathBuf};
 
@@ -126,6 +126,16 @@ fn settings_differences_name_what_changes_the_measurement() {
     assert!(diffs
         .iter()
         .any(|d| d.starts_with("prompt.range_ratio was")));
+    // The committed files predate the choice of transport: they were measured natively.
+    assert_eq!(a.transport, TransportKind::Native);
+    let mut standard = a.clone();
+    standard.transport = TransportKind::Standard;
+    let diffs: Vec<String> = a
+        .differences(&standard)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(diffs, ["transport was \"native\" and is now \"standard\""]);
     let mut given = a.clone();
     given.prompt.seed_origin = SeedOrigin::Given(1);
     let mut other = a.clone();

@@ -1,7 +1,8 @@
-//! The simulator as an oracle: a minimal client of its own (raw HTTP, none of the project's client
-//! code) streams from it, and the instants it reads each event at must match the simulator's
-//! truth: never before the hand-over, and within a small bound after it, at 1, 64 and 1,024
-//! concurrent streams. Also the wire behaviour and faults a client relies on.
+//! The simulator as an oracle: a minimal client of its own (reqwest and `eventsource-stream`,
+//! none of the project's client code) streams from it, and the instants it reads each event at
+//! must match the simulator's truth: never before the hand-over, and within a small bound after
+//! it, at 1, 64 and 1,024 concurrent streams. Also the wire behaviour and faults a client relies
+//! on.
 
 use bench_sim::timing::Timing;
 use bench_sim::truth::TruthOutcome;
@@ -24,45 +25,69 @@ async fn sim(ttft_ms: u64, itl_ms: u64, tweak: impl FnOnce(&mut SimConfig)) -> S
         .expect("starts")
 }
 
-/// What the raw client saw on one stream: the reply id and (read instant, token events in it).
+/// What the client saw on one stream: the reply id and (read instant, token events in it).
 struct Seen {
     id: u64,
     reads: Vec<(Instant, usize)>,
 }
 
-/// Streams one completion and stamps every read; counts `"text":` occurrences as token events.
+/// Streams one completion through `eventsource-stream`, an SSE parser none of the project's code
+/// shares, and stamps every event with when the chunk that completed it was read. Checks the
+/// stream as a client relies on it: one id throughout, a token per event, the usage event with
+/// the count of tokens sent, and `[DONE]` last.
 async fn stream(http: &reqwest::Client, url: &str, max_tokens: u32) -> Seen {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
     let body = format!(
         r#"{{"model":"m","prompt":"hello there","max_tokens":{max_tokens},"stream":true,"stream_options":{{"include_usage":true}},"ignore_eos":true}}"#
     );
-    let mut resp = http
+    let resp = http
         .post(format!("{url}/v1/completions"))
         .body(body)
         .send()
         .await
         .expect("sent");
     assert_eq!(resp.status(), 200);
+    let kind = resp.headers()["content-type"].to_str().unwrap_or_default();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let read_at = std::sync::Mutex::new(Instant::now());
+    let mut events = resp
+        .bytes_stream()
+        .inspect(|_| *read_at.lock().expect("not poisoned") = Instant::now())
+        .eventsource();
     let mut seen = Seen {
         id: u64::MAX,
         reads: Vec::new(),
     };
-    let mut carry = String::new();
-    while let Some(chunk) = resp.chunk().await.expect("chunk") {
-        let at = Instant::now();
-        carry.push_str(&String::from_utf8_lossy(&chunk));
-        if seen.id == u64::MAX {
-            if let Some(pos) = carry.find("\"id\":\"cmpl-") {
-                let hex = &carry[pos + 11..pos + 27];
-                seen.id = u64::from_str_radix(hex, 16).expect("hex id");
-            }
+    let (mut usage, mut done) = (None, false);
+    while let Some(event) = events.next().await {
+        let event = event.expect("a well-formed event");
+        assert!(!done, "nothing after [DONE]: {}", event.data);
+        if event.data == "[DONE]" {
+            done = true;
+            continue;
         }
-        let events = carry.matches("\"text\":").count();
-        // Keep only an incomplete trailing event for the next read.
-        carry = carry.rsplit("\n\n").next().unwrap_or("").to_string();
-        if events > 0 {
-            seen.reads.push((at, events));
+        let v: serde_json::Value = serde_json::from_str(&event.data).expect("JSON data");
+        let id = v["id"].as_str().and_then(|i| i.strip_prefix("cmpl-"));
+        let id = u64::from_str_radix(id.expect("a cmpl- id"), 16).expect("hex id");
+        assert!(seen.id == u64::MAX || seen.id == id, "one id per stream");
+        seen.id = id;
+        match v["choices"].as_array().map(Vec::len) {
+            Some(0) => usage = v["usage"]["completion_tokens"].as_u64(),
+            Some(1) => {
+                assert!(v["choices"][0]["text"].is_string(), "{}", event.data);
+                let at = *read_at.lock().expect("not poisoned");
+                match seen.reads.last_mut() {
+                    Some((last, n)) if *last == at => *n += 1,
+                    _ => seen.reads.push((at, 1)),
+                }
+            }
+            other => panic!("{other:?} choices in {}", event.data),
         }
     }
+    assert!(done, "the stream ends with [DONE]");
+    let tokens = seen.reads.iter().map(|r| r.1).sum::<usize>() as u64;
+    assert_eq!(usage, Some(tokens), "usage counts every token event");
     seen
 }
 

@@ -66,16 +66,28 @@ fn serve_echo(stream: std::net::TcpStream) {
     }
 }
 
-/// Runs `bench` against `url` with the key in `OPENAI_API_KEY` and the log at its most verbose;
-/// returns everything it printed and wrote.
-fn run_with_key(url: &str, dir: &Path) -> (Option<i32>, String) {
+/// Runs `bench` against `url` over each transport with the key in `OPENAI_API_KEY` and the log
+/// at its most verbose; returns the exit codes and everything it printed and wrote.
+fn run_with_key(url: &str, dir: &Path) -> (Vec<Option<i32>>, String) {
+    let mut codes = Vec::new();
+    let mut everything = String::new();
+    for transport in ["native", "standard"] {
+        let (code, output) = run_over(transport, url, &dir.join(transport));
+        codes.push(code);
+        everything += &output;
+    }
+    (codes, everything)
+}
+
+fn run_over(transport: &str, url: &str, dir: &Path) -> (Option<i32>, String) {
+    std::fs::create_dir_all(dir).expect("a folder per transport");
     let result = dir.join("run.json");
     let events = dir.join("events.jsonl");
     let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("bench"))
         .args(["--model", "sim-model", "--tokenizer", &tokenizer_dir()])
         .args(["--base-url", url])
         .args(["--random-input-len", "32", "--random-output-len", "4"])
-        .args(["--num-prompts", "4"])
+        .args(["--num-prompts", "4", "--transport", transport])
         .arg("--result-filepath")
         .arg(&result)
         .arg("--save-events")
@@ -97,7 +109,7 @@ fn the_key_is_in_no_file_log_or_message() {
     let sim = Sim::start(|_| {});
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, everything) = run_with_key(&sim.url(), dir.path());
-    assert_eq!(code, Some(0), "{everything}");
+    assert_eq!(code, [Some(0); 2], "{everything}");
     assert!(everything.contains("\"completed\""), "the result was read");
     assert!(!everything.contains(KEY), "the key leaked:\n{everything}");
 }
@@ -107,7 +119,7 @@ fn a_server_that_echoes_the_key_does_not_make_it_leak() {
     let url = echoing_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, everything) = run_with_key(&url, dir.path());
-    assert_eq!(code, Some(1), "every request fails: {everything}");
+    assert_eq!(code, [Some(1); 2], "every request fails: {everything}");
     // The server's message still reaches the user, with the key masked.
     assert!(
         everything.contains("Incorrect API key provided: Bearer [API key]"),

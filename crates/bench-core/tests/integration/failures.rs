@@ -1,31 +1,43 @@
 //! Every way a request can fail is recorded with its reason and never counted as completed.
 
-use crate::support::{config, fixed_sim, run, run_with};
+use crate::support::{config, fixed_sim, run, run_with, TRANSPORTS};
 use bench_core::record::FailureReason;
 use bench_sim::SimConfig;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Four requests through each transport against a simulator `tweak`ed to fail them; one report
+/// per transport.
 async fn failures_with(
-    tweak: impl FnOnce(&mut SimConfig),
+    tweak: impl Fn(&mut SimConfig),
     timeout: Option<Duration>,
-) -> bench_core::RunReport {
-    let sim = fixed_sim(5, 2, tweak).await;
-    let mut c = config(&sim.url(), 4, 32, 10);
-    if let Some(t) = timeout {
-        c.request_timeout = t;
+) -> Vec<bench_core::RunReport> {
+    let mut reports = Vec::new();
+    for transport in TRANSPORTS {
+        let sim = fixed_sim(5, 2, &tweak).await;
+        let mut c = config(&sim.url(), 4, 32, 10);
+        c.transport = transport;
+        if let Some(t) = timeout {
+            c.request_timeout = t;
+        }
+        reports.push(run(&c).await);
+        sim.stop().await;
     }
-    let report = run(&c).await;
-    sim.stop().await;
-    report
+    reports
 }
 
+/// The one failure reason of a run where nothing completed, and its count.
 fn only_group(report: &bench_core::RunReport) -> (String, u64) {
-    assert_eq!(report.metrics.completed, 0, "{:?}", report.metrics.failures);
+    let transport = report.client.transport;
+    assert_eq!(
+        report.metrics.completed, 0,
+        "{transport:?}: {:?}",
+        report.metrics.failures
+    );
     assert_eq!(
         report.metrics.failures.len(),
         1,
-        "{:?}",
+        "{transport:?}: {:?}",
         report.metrics.failures
     );
     let (k, g) = report.metrics.failures.iter().next().expect("one group");
@@ -34,50 +46,55 @@ fn only_group(report: &bench_core::RunReport) -> (String, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_500_keeps_the_servers_message() {
-    let r = failures_with(|c| c.faults.http_500 = 1.0, None).await;
-    assert_eq!(only_group(&r), ("http_500".into(), 4));
-    assert!(r.metrics.failures["http_500"]
-        .example
-        .contains("Simulated internal server error"));
-    assert_eq!(
-        r.metrics.ttft_ms.count, 0,
-        "failures never enter latency figures"
-    );
+    for r in failures_with(|c| c.faults.http_500 = 1.0, None).await {
+        assert_eq!(only_group(&r), ("http_500".into(), 4));
+        assert!(r.metrics.failures["http_500"]
+            .example
+            .contains("Simulated internal server error"));
+        assert_eq!(
+            r.metrics.ttft_ms.count, 0,
+            "failures never enter latency figures"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_event_cut_and_malformed_event() {
-    let r = failures_with(|c| c.faults.error_event = 1.0, None).await;
-    assert_eq!(only_group(&r).0, "server_error_event");
-    let r = failures_with(|c| c.faults.cut = 1.0, None).await;
-    assert_eq!(only_group(&r).0, "stream_cut");
-    let r = failures_with(|c| c.faults.malformed = 1.0, None).await;
-    assert_eq!(only_group(&r).0, "malformed_event");
+    for r in failures_with(|c| c.faults.error_event = 1.0, None).await {
+        assert_eq!(only_group(&r).0, "server_error_event");
+    }
+    for r in failures_with(|c| c.faults.cut = 1.0, None).await {
+        assert_eq!(only_group(&r).0, "stream_cut");
+    }
+    for r in failures_with(|c| c.faults.malformed = 1.0, None).await {
+        assert_eq!(only_group(&r).0, "malformed_event");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_past_the_timeout_is_a_timeout() {
-    let r = failures_with(
-        |c| {
-            c.faults.stall = 1.0;
-            c.faults.stall_for = Duration::from_secs(3);
-        },
-        Some(Duration::from_millis(400)),
-    )
-    .await;
-    assert_eq!(only_group(&r), ("timeout".into(), 4));
+    let stall = |c: &mut SimConfig| {
+        c.faults.stall = 1.0;
+        c.faults.stall_for = Duration::from_secs(3);
+    };
+    for r in failures_with(stall, Some(Duration::from_millis(400))).await {
+        assert_eq!(only_group(&r), ("timeout".into(), 4));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_model_is_an_http_404_with_vllms_message() {
     let sim = fixed_sim(5, 2, |_| {}).await;
-    let mut c = config(&sim.url(), 2, 16, 4);
-    c.model = "gpt-4".into();
-    let r = run(&c).await;
-    assert_eq!(only_group(&r).0, "http_404");
-    assert!(r.metrics.failures["http_404"]
-        .example
-        .contains("does not exist"));
+    for transport in TRANSPORTS {
+        let mut c = config(&sim.url(), 2, 16, 4);
+        c.model = "gpt-4".into();
+        c.transport = transport;
+        let r = run(&c).await;
+        assert_eq!(only_group(&r).0, "http_404");
+        assert!(r.metrics.failures["http_404"]
+            .example
+            .contains("does not exist"));
+    }
     sim.stop().await;
 }
 
@@ -89,8 +106,12 @@ async fn refused_connection_is_a_connect_failure() {
         .local_addr()
         .expect("addr")
         .port();
-    let r = run(&config(&format!("http://127.0.0.1:{port}"), 3, 16, 4)).await;
-    assert_eq!(only_group(&r), ("connect".into(), 3));
+    for transport in TRANSPORTS {
+        let mut c = config(&format!("http://127.0.0.1:{port}"), 3, 16, 4);
+        c.transport = transport;
+        let r = run(&c).await;
+        assert_eq!(only_group(&r), ("connect".into(), 3));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! reason, nothing else fails, completed requests keep the simulator's timing, the run ends and
 //! its file reads back.
 
-use crate::support::{config, fixed_sim, run};
+use crate::support::{config, fixed_sim, run, TRANSPORTS};
+use bench_core::config::TransportKind;
 use bench_sim::SimConfig;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,10 +31,16 @@ fn set(c: &mut SimConfig, fault: &str, rate: f64) {
     }
 }
 
-/// One run of 48 requests against a simulator with `faults` at `rate` (plus requests without
-/// usage and with several tokens per event, which are not failures); checks it against the
-/// simulator's truth.
+/// One run of 48 requests through each transport against a simulator with `faults` at `rate`
+/// (plus requests without usage and with several tokens per event, which are not failures);
+/// checks each against the simulator's truth.
 async fn check(faults: &[&str], rate: f64, seed: u64) {
+    for transport in TRANSPORTS {
+        check_one(faults, rate, seed, transport).await;
+    }
+}
+
+async fn check_one(faults: &[&str], rate: f64, seed: u64, transport: TransportKind) {
     let sim = fixed_sim(2, 2, |c| {
         c.seed = seed;
         for f in faults {
@@ -48,16 +55,29 @@ async fn check(faults: &[&str], rate: f64, seed: u64) {
     let mut c = config(&sim.url(), 48, 32, 12);
     c.max_concurrency = std::num::NonZeroUsize::new(8);
     c.idle_timeout = Some(Duration::from_millis(400));
+    c.transport = transport;
     let report = tokio::time::timeout(Duration::from_secs(120), run(&c))
         .await
         .expect("the run ends");
-    let label = format!("{faults:?} at {rate}");
-    let mut injected: BTreeMap<&str, u64> = BTreeMap::new();
-    for t in sim.truth() {
-        if t.request_id
+    let label = format!("{transport:?} transport, {faults:?} at {rate}");
+    let measured = |t: &bench_sim::truth::RequestTruth| {
+        t.request_id
             .as_deref()
             .is_some_and(|id| id.starts_with("inferperf-m"))
-        {
+    };
+    // The simulator files a request when its stream ends. A stalled stream the client gave up on
+    // ends when the simulator sees the connection gone, which may be only when the stall is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.truth().iter().filter(|t| measured(t)).count() < 48 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: the simulator filed every request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut injected: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in sim.truth() {
+        if measured(&t) {
             if let Some(f) = t.fault {
                 let reason = REASONS.iter().find(|(k, _)| *k == f).map(|(_, r)| *r);
                 *injected.entry(reason.expect("a known fault")).or_default() += 1;

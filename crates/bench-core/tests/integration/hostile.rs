@@ -3,7 +3,7 @@
 //!
 //! Each scenario is a raw TCP server that reads one request and answers it the broken way.
 
-use crate::support::{config, run};
+use crate::support::{config, run, TRANSPORTS};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -102,47 +102,54 @@ async fn server(how: Misbehaviour) -> String {
     url
 }
 
-/// Two requests against a server that misbehaves `how`: both fail, each with `reason`.
+/// Two requests through each transport against a server that misbehaves `how`: all fail, each
+/// with `reason`. One report per transport.
 async fn both_fail(
     how: Misbehaviour,
     reason: &str,
-    tweak: impl FnOnce(&mut bench_core::RunConfig),
-) -> bench_core::RunReport {
+    tweak: impl Fn(&mut bench_core::RunConfig),
+) -> Vec<bench_core::RunReport> {
     let url = server(how).await;
-    let mut c = config(&url, 2, 16, 4);
-    c.server_metrics_interval = None;
-    tweak(&mut c);
-    let report = tokio::time::timeout(Duration::from_secs(60), run(&c))
-        .await
-        .expect("the run ends");
-    assert_eq!(report.metrics.completed, 0);
-    let groups: Vec<(&String, u64)> = report
-        .metrics
-        .failures
-        .iter()
-        .map(|(k, g)| (k, g.count))
-        .collect();
-    assert_eq!(
-        groups,
-        vec![(&reason.to_string(), 2)],
-        "{:?}",
-        report.metrics.failures
-    );
-    report
+    let mut reports = Vec::new();
+    for transport in TRANSPORTS {
+        let mut c = config(&url, 2, 16, 4);
+        c.server_metrics_interval = None;
+        c.transport = transport;
+        tweak(&mut c);
+        let report = tokio::time::timeout(Duration::from_secs(60), run(&c))
+            .await
+            .expect("the run ends");
+        assert_eq!(report.metrics.completed, 0, "{transport:?}");
+        let groups: Vec<(&String, u64)> = report
+            .metrics
+            .failures
+            .iter()
+            .map(|(k, g)| (k, g.count))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![(&reason.to_string(), 2)],
+            "{transport:?}: {:?}",
+            report.metrics.failures
+        );
+        reports.push(report);
+    }
+    reports
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_event_fails_the_request_instead_of_filling_memory() {
-    let r = both_fail(Misbehaviour::EndlessEvent, "malformed_event", |_| {}).await;
-    assert!(r.metrics.failures["malformed_event"]
-        .example
-        .contains("without its end"));
+    for r in both_fail(Misbehaviour::EndlessEvent, "malformed_event", |_| {}).await {
+        let example = &r.metrics.failures["malformed_event"].example;
+        assert!(example.contains("without its end"), "{example}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gigabyte_error_body_is_cut_to_its_start() {
-    let r = both_fail(Misbehaviour::GigabyteErrorBody, "http_500", |_| {}).await;
-    assert!(r.metrics.failures["http_500"].example.len() < 5000);
+    for r in both_fail(Misbehaviour::GigabyteErrorBody, "http_500", |_| {}).await {
+        assert!(r.metrics.failures["http_500"].example.len() < 5000);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 //! one (docs/performance.md).
 
 use crate::support::{config, fixed_sim, run};
+use bench_core::config::TransportKind;
 use bench_core::RunReport;
 use bench_sim::SimHandle;
 use std::collections::HashMap;
@@ -162,12 +163,23 @@ fn truth_tpot_ms(report: &RunReport, sim: &SimHandle) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_timing_agrees_with_the_simulators_truth() {
-    for streams in [16, 256] {
+    for (transport, streams) in [
+        (TransportKind::Native, 16),
+        (TransportKind::Native, 256),
+        (TransportKind::Standard, 16),
+        (TransportKind::Standard, 256),
+    ] {
         let sim = fixed_sim(50, 10, |_| {}).await;
         let mut c = config(&sim.url(), streams, 64, 20);
         c.max_concurrency = NonZeroUsize::new(streams);
         c.num_warmups = streams;
+        c.transport = transport;
         let report = run(&c).await;
+        assert_eq!(report.client.transport, transport);
+        assert_eq!(
+            report.config.transport, transport,
+            "the run echoes its transport"
+        );
         assert_eq!(
             report.metrics.completed, streams,
             "{:?}",
@@ -180,7 +192,8 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
         );
         let delays = event_delays(&report, &sim);
         assert_eq!(delays.len(), streams * 20);
-        assert_stamps_hold(&format!("{streams} streams"), &report, &delays);
+        let label = format!("{transport:?} transport, {streams} streams");
+        assert_stamps_hold(&label, &report, &delays);
         for r in &report.records {
             assert_eq!((r.output_tokens, r.output_events.len()), (20, 20));
         }
@@ -195,7 +208,7 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
         };
         assert!(
             (measured - truth).abs() < slack,
-            "{streams} streams: TPOT {measured:.3} ms against the simulator's {truth:.3} ms"
+            "{label}: TPOT {measured:.3} ms against the simulator's {truth:.3} ms"
         );
         sim.stop().await;
     }

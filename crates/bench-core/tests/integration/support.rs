@@ -1,5 +1,6 @@
 //! Shared helpers: fixtures, a simulator on port 0, and a run driven in-process.
 
+use bench_core::config::TransportKind;
 use bench_core::progress::ProgressMode;
 use bench_core::tokenizer::PromptTokenizer;
 use bench_core::{RunConfig, RunReport};
@@ -37,6 +38,9 @@ pub async fn fixed_sim(ttft_ms: u64, itl_ms: u64, tweak: impl FnOnce(&mut SimCon
         .await
         .expect("simulator starts")
 }
+
+/// Both transports, for tests that hold each to the same outcome.
+pub const TRANSPORTS: [TransportKind; 2] = [TransportKind::Native, TransportKind::Standard];
 
 /// A small run configuration against `url`.
 pub fn config(url: &str, prompts: usize, input_len: u64, output_len: u64) -> RunConfig {

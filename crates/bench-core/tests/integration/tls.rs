@@ -4,12 +4,24 @@
 //! simulator, as an ingress would in front of vLLM.
 
 use crate::support::{config, fixed_sim, run, testdata};
+use bench_core::config::TransportKind;
 use bench_core::transport::{Flow, Transport, TransportError};
 use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
 
-/// Starts a TLS proxy to `upstream` (host:port) on 127.0.0.1:0; returns its port.
+/// Starts a TLS proxy to `upstream` (host:port) on 127.0.0.1:0 that offers HTTP/1.1 only;
+/// returns its port.
 async fn tls_proxy(upstream: String) -> u16 {
+    tls_proxy_offering(upstream, &[b"http/1.1"], Arc::default()).await
+}
+
+/// As [`tls_proxy`], offering `protocols` by ALPN and noting each connection's choice in
+/// `chosen` (the simulator speaks both HTTP/1.1 and HTTP/2).
+async fn tls_proxy_offering(
+    upstream: String,
+    protocols: &[&[u8]],
+    chosen: Arc<std::sync::Mutex<Vec<Option<Vec<u8>>>>>,
+) -> u16 {
     let dir = testdata().join("tls");
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
         .expect("server.pem")
@@ -17,12 +29,13 @@ async fn tls_proxy(upstream: String) -> u16 {
         .expect("certificate");
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocols")
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("server configuration");
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -31,11 +44,15 @@ async fn tls_proxy(upstream: String) -> u16 {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            let chosen = Arc::clone(&chosen);
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                if let Ok(mut c) = chosen.lock() {
+                    c.push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                }
                 let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
                     return;
                 };
@@ -148,5 +165,48 @@ async fn a_run_against_a_server_with_a_private_ca() {
         "{}",
         connect.example
     );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_transport_speaks_http2_where_the_server_offers_it() {
+    let sim = fixed_sim(10, 5, |_| {}).await;
+    let upstream = sim.url().trim_start_matches("http://").to_string();
+    for (transport, protocol) in [
+        (TransportKind::Standard, &b"h2"[..]),
+        (TransportKind::Native, &b"http/1.1"[..]),
+    ] {
+        let chosen = Arc::default();
+        let offered: &[&[u8]] = &[b"h2", b"http/1.1"];
+        let port = tls_proxy_offering(upstream.clone(), offered, Arc::clone(&chosen)).await;
+        let mut c = config(&format!("https://localhost:{port}"), 16, 32, 10);
+        c.ca_cert = Some(testdata().join("tls/ca.pem"));
+        c.max_concurrency = std::num::NonZeroUsize::new(8);
+        c.num_warmups = 8;
+        c.transport = transport;
+        // Only the run's own connections: the `/metrics` scraper is a reqwest client too.
+        c.server_metrics_interval = None;
+        let report = run(&c).await;
+        assert_eq!(
+            report.metrics.completed, 16,
+            "{transport:?}: {:?}",
+            report.metrics.failures
+        );
+        assert!(
+            (report.metrics.tpot_ms.mean - 5.0).abs() < 0.5,
+            "{transport:?}: TPOT {}",
+            report.metrics.tpot_ms.mean
+        );
+        let chosen = chosen.lock().expect("not poisoned").clone();
+        assert!(!chosen.is_empty());
+        let names: Vec<String> = chosen
+            .iter()
+            .map(|p| String::from_utf8_lossy(p.as_deref().unwrap_or(b"none")).into_owned())
+            .collect();
+        assert!(
+            chosen.iter().all(|p| p.as_deref() == Some(protocol)),
+            "{transport:?} chose {names:?}"
+        );
+    }
     sim.stop().await;
 }

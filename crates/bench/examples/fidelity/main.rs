@@ -4,6 +4,7 @@
 //! `just fidelity`, or:
 //!   cargo build --release -p bench -p bench-sim
 //!   cargo run --release -p bench --example fidelity -- [LEVELS] [--flood] [--runs N]
+//!     [--transport standard]
 //!
 //! For each level it starts `bench-sim` (fixed timing: TTFT 50 ms, a token every 10 ms, 100 tokens)
 //! and runs `bench` against it with every request at once and as many warm-up requests first (to
@@ -58,7 +59,8 @@ fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let pin = Placement::here();
     println!(
-        "fidelity: bench and bench-sim from {} ({}); {}",
+        "fidelity: bench (--transport {}) and bench-sim from {} ({}); {}",
+        options.transport,
         bins.display(),
         pin.describe(),
         if options.runs > 1 {
@@ -104,8 +106,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// What to run: `[LEVELS] [--flood] [--runs N] [--floor-wake-us N] [--keep DIR]`.
+/// What to run: `[LEVELS] [--flood] [--runs N] [--floor-wake-us N] [--keep DIR]
+/// [--transport native|standard]`.
 struct Options {
+    /// `bench --transport`.
+    transport: String,
     levels: Vec<usize>,
     flood: bool,
     runs: usize,
@@ -118,6 +123,7 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> Result<Self> {
         let mut options = Self {
+            transport: "native".into(),
             levels: vec![1, 10, 100, 500, 1000, 2000],
             flood: false,
             runs: 1,
@@ -141,6 +147,13 @@ impl Options {
                         .parse()
                         .map_err(|_| format!("--floor-wake-us: `{n}` is not microseconds"))?;
                     options.floor_wake = Duration::from_micros(us);
+                }
+                "--transport" => {
+                    let t = rest.next().ok_or("--transport needs native or standard")?;
+                    if !matches!(t.as_str(), "native" | "standard") {
+                        return Err(format!("--transport: `{t}` is not native or standard").into());
+                    }
+                    options.transport.clone_from(t);
                 }
                 "--keep" => options.keep = Some(rest.next().ok_or("--keep needs a folder")?.into()),
                 levels => {
@@ -290,6 +303,8 @@ fn level(
             &n,
             "--ignore-eos",
             "--disable-tqdm",
+            "--transport",
+            &options.transport,
             "--result-filepath",
         ])
         .arg(&result)
