@@ -197,7 +197,7 @@ fn print_level(n: usize, rows: &[Row]) {
     let worst = rows.iter().map(|r| r.itl_p99).fold(0.0, f64::max);
     let over = rows.iter().filter(|r| r.itl_p99 > 1.0).count();
     println!(
-        "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>7.3} {:>5.2}x | {:>7.1} | {:>8.3}ms {:>6.2}% | {:>8.3}ms | {:>7.3}ms {:>7}",
+        "{:>7} | {:>7.3}ms {:>7.3}ms | {:>7.3}ms {:>7.3}ms | {:>8.4}x | {:>10.3} {:>7.3} {:>5.2}x | {:>7.1} | {:>10} {:>6.2}% | {:>8.3}ms | {:>7.3}ms {:>7}",
         n,
         m(|r| r.ttft_mean),
         m(|r| r.ttft_p99),
@@ -208,7 +208,10 @@ fn print_level(n: usize, rows: &[Row]) {
         m(|r| r.floor_per_100k),
         m(|r| r.cpu_per_100k / r.floor_per_100k),
         m(|r| r.rss_mb),
-        m(|r| r.read_wait_p99),
+        // Only kernel-stamped reads know how long their data waited.
+        Some(m(|r| r.read_wait_p99))
+            .filter(|w| w.is_finite())
+            .map_or_else(|| "n/a".into(), |w| format!("{w:.3}ms")),
         m(|r| r.shared_pct),
         m(|r| r.sim_late_p99),
         worst,
