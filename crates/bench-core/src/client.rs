@@ -2,14 +2,14 @@
 //!
 //! Timestamps: `sent` is taken just before the request is written. Each network read is stamped
 //! before any parsing, and every event decoded from it gets that stamp: on Linux, the kernel's
-//! record of when the bytes arrived ([`crate::socket`]), so a busy client does not make events
+//! record of when the bytes arrived (`socket`), so a busy client does not make events
 //! late; otherwise the moment the read returned. Headers (HTTP 200) arrive before prefill ends on
 //! real servers, so nothing is measured at the headers.
 //!
 //! Connections ([`crate::transport`], over TLS for `https://`): HTTP/1.1 keep-alive with
 //! `TCP_NODELAY`, an unbounded idle pool (warm-up requests leave connections open so measured
 //! requests do not pay for set-up), one wake-up per read in the request's own task, and no proxy
-//! (a proxy would sit inside every measured latency). The standard stack ([`crate::standard`])
+//! (a proxy would sit inside every measured latency). The standard stack (`standard`)
 //! is the other choice: the same requests, records and outcomes, stamped when its body stream
 //! yields.
 

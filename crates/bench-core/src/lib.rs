@@ -1,17 +1,19 @@
 //! inferperf's measurement library: everything between a validated configuration and a result
 //! file, with no command-line parsing.
 //!
-//! Measurement is kept apart from analysis. [`client`] and [`driver`] produce
+//! Measurement is kept apart from analysis. [`client`] and `driver` produce
 //! [`record::RequestRecord`]s of raw instants, token counts and outcomes; [`metrics`] and
 //! [`stats`] are pure functions over records; [`result`] turns a [`report::RunReport`] into the result
 //! file. [`stream`] (SSE decoding and event classification) and [`prompt`] (exact-length random
 //! prompts) are pure too, so each is tested without a network.
 
+// Internals public only for the integration and fuzz tests, which drive them directly.
+#[doc(hidden)]
 pub mod chunked;
 pub mod client;
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod driver;
+mod driver;
 pub mod exposition;
 pub mod judge;
 pub mod metrics;
@@ -21,19 +23,21 @@ pub mod progress;
 pub mod prompt;
 pub mod record;
 pub mod report;
-pub mod request;
+mod request;
 pub mod result;
 pub mod run;
 pub mod server_metrics;
-pub mod socket;
-pub mod standard;
+mod socket;
+mod standard;
 pub mod stats;
 pub mod stream;
 pub mod summary;
 pub mod tls;
 pub mod tokenizer;
+#[doc(hidden)]
 pub mod transport;
 
 pub use config::{Endpoint, RequestRate, RunConfig, Slo};
 pub use report::RunReport;
 pub use run::{execute, load_tokenizer, prepare, RunError};
+pub use socket::CONVERSION_ERROR;

@@ -1,6 +1,6 @@
 //! TLS over a stamped socket, so `https://` servers are timed like `http://` ones.
 //!
-//! rustls runs as a plain state machine on the bytes [`StampedStream`] reads: each read's
+//! rustls runs as a plain state machine on the bytes `StampedStream` reads: each read's
 //! ciphertext goes in, and the plaintext it completes comes out carrying that read's arrival time.
 //! A TLS record split across reads is stamped by the read that completed it, the moment its last
 //! byte arrived. Certificates are checked against the Mozilla root set (`webpki-roots`), as

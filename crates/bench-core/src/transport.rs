@@ -1,6 +1,6 @@
 //! A lean HTTP/1.1 transport for `http://` and `https://` servers: each request's own task writes
 //! the request and reads its socket, so an arriving event costs one wake-up and one read, and
-//! every read carries the time its bytes arrived ([`crate::socket`]).
+//! every read carries the time its bytes arrived (`socket`).
 //!
 //! A general HTTP client reads the socket in a connection task and hands each chunk over a
 //! channel to the task that polls the body: two wake-ups per read. With thousands of streams each

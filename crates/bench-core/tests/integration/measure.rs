@@ -57,7 +57,7 @@ fn event_delays(report: &RunReport, sim: &SimHandle) -> Vec<EventDelay> {
         );
         for (i, (read, handed)) in r.output_events.iter().zip(&sent).enumerate() {
             assert!(
-                *read + bench_core::socket::CONVERSION_ERROR >= *handed,
+                *read + bench_core::CONVERSION_ERROR >= *handed,
                 "{}: stamped {:?} before the simulator handed it over",
                 r.request_id,
                 handed.saturating_duration_since(*read)
