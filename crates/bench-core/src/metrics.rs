@@ -73,12 +73,8 @@ pub fn compute(
     let duration = run_duration(records);
     let secs = duration.as_secs_f64();
     let per_sec = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
-
-    let ttfts: Vec<f64> = ok.iter().filter_map(|r| r.ttft()).map(ms).collect();
-    let tpots: Vec<f64> = ok.iter().filter_map(|r| r.tpot()).map(ms).collect();
-    let itls: Vec<f64> = ok.iter().flat_map(|r| r.itls()).map(ms).collect();
-    let e2els: Vec<f64> = ok.iter().filter_map(|r| r.e2el()).map(ms).collect();
-    let tpot_ms = Distribution::from_samples(&tpots, percentiles);
+    let latency = Latencies::of(&ok, percentiles);
+    let streams = StreamCounts::of(&ok, ignore_eos);
     let total_input_tokens = ok.iter().map(|r| r.input_tokens).sum();
     let total_output_tokens = ok.iter().map(|r| r.output_tokens).sum();
     let good_completed = ok.iter().filter(|r| meets(r, slo)).count();
@@ -101,38 +97,84 @@ pub fn compute(
         input_throughput: per_sec(total_input_tokens as f64),
         output_throughput: per_sec(total_output_tokens as f64),
         total_token_throughput: per_sec((total_input_tokens + total_output_tokens) as f64),
-        ttft_ms: Distribution::from_samples(&ttfts, percentiles),
-        interactivity: if tpot_ms.median > 0.0 {
-            1000.0 / tpot_ms.median
-        } else {
-            0.0
-        },
-        tpot_ms,
-        itl_ms: Distribution::from_samples(&itls, percentiles),
-        e2el_ms: Distribution::from_samples(&e2els, percentiles),
+        interactivity: latency.interactivity(),
+        ttft_ms: latency.ttft,
+        tpot_ms: latency.tpot,
+        itl_ms: latency.itl,
+        e2el_ms: latency.e2el,
         // With no SLO given every completed request meets them all.
         good_completed,
         request_goodput: per_sec(good_completed as f64),
         max_output_tokens_per_s,
         max_concurrent_requests,
         peak_concurrency: peak_concurrency(records),
-        output_events: ok.iter().map(|r| r.output_events.len() as u64).sum(),
-        multi_token_events: ok.iter().map(|r| u64::from(r.multi_token_events)).sum(),
-        events_sharing_a_read: ok
-            .iter()
-            .map(|r| r.output_events.windows(2).filter(|w| w[0] == w[1]).count() as u64)
-            .sum(),
-        usage_fallbacks: ok
-            .iter()
-            .filter(|r| r.token_source != TokenCountSource::Usage)
-            .count(),
-        short_outputs: ok
-            .iter()
-            .filter(|r| ignore_eos && r.output_tokens < r.requested_output_tokens)
-            .count(),
+        output_events: streams.output_events,
+        multi_token_events: streams.multi_token_events,
+        events_sharing_a_read: streams.events_sharing_a_read,
+        usage_fallbacks: streams.usage_fallbacks,
+        short_outputs: streams.short_outputs,
         prompt_check: prompt_check(&ok),
         send_lag_ms: (!lags.is_empty()).then(|| Distribution::from_samples(&lags, percentiles)),
         turnaround_ms: None,
+    }
+}
+
+/// The completed requests' latency distributions, ms.
+struct Latencies {
+    ttft: Distribution,
+    tpot: Distribution,
+    itl: Distribution,
+    e2el: Distribution,
+}
+
+impl Latencies {
+    fn of(ok: &[&RequestRecord], percentiles: &[f64]) -> Self {
+        let dist = |samples: Vec<f64>| Distribution::from_samples(&samples, percentiles);
+        Self {
+            ttft: dist(ok.iter().filter_map(|r| r.ttft()).map(ms).collect()),
+            tpot: dist(ok.iter().filter_map(|r| r.tpot()).map(ms).collect()),
+            itl: dist(ok.iter().flat_map(|r| r.itls()).map(ms).collect()),
+            e2el: dist(ok.iter().filter_map(|r| r.e2el()).map(ms).collect()),
+        }
+    }
+
+    /// 1000 / median TPOT: tokens per second per user; 0 when TPOT is undefined.
+    fn interactivity(&self) -> f64 {
+        if self.tpot.median > 0.0 {
+            1000.0 / self.tpot.median
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What the completed streams carried, counted.
+struct StreamCounts {
+    output_events: u64,
+    multi_token_events: u64,
+    events_sharing_a_read: u64,
+    usage_fallbacks: usize,
+    short_outputs: usize,
+}
+
+impl StreamCounts {
+    fn of(ok: &[&RequestRecord], ignore_eos: bool) -> Self {
+        Self {
+            output_events: ok.iter().map(|r| r.output_events.len() as u64).sum(),
+            multi_token_events: ok.iter().map(|r| u64::from(r.multi_token_events)).sum(),
+            events_sharing_a_read: ok
+                .iter()
+                .map(|r| r.output_events.windows(2).filter(|w| w[0] == w[1]).count() as u64)
+                .sum(),
+            usage_fallbacks: ok
+                .iter()
+                .filter(|r| r.token_source != TokenCountSource::Usage)
+                .count(),
+            short_outputs: ok
+                .iter()
+                .filter(|r| ignore_eos && r.output_tokens < r.requested_output_tokens)
+                .count(),
+        }
     }
 }
 
