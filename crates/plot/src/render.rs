@@ -89,6 +89,24 @@ fn draw<DB: DrawingBackend>(
 }
 
 /// 12,345 -> "12.3k", 2,500,000 -> "2.5M": short labels that never overlap.
+/// A tick label on an axis from `lo` to `hi`: as [`short_number`], but with as many decimals as
+/// ticks about a tenth of a narrow span apart need to read differently (40.78, 40.82, ... rather
+/// than 40.8 twice).
+pub fn tick_label(v: f64, (lo, hi): (f64, f64)) -> String {
+    let step = (hi - lo).abs() / 10.0;
+    if v.abs() >= 1e4 || !(step > 0.0 && step < 1.0) {
+        return short_number(v);
+    }
+    let decimals = (-step.log10().floor()).clamp(1.0, 6.0) as usize;
+    let text = format!("{v:.decimals$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
 pub fn short_number(v: f64) -> String {
     let a = v.abs();
     let (scaled, suffix) = if a >= 1e9 {
@@ -189,6 +207,8 @@ fn draw_panel<DB: DrawingBackend>(
     if let (Some(secondary), Some((s0, s1))) = (&panel.secondary, secondary_range(panel)) {
         return draw_dual(chart, panel, secondary, (x0, x1), (y0, y1), (s0, s1)).map_err(err);
     }
+    let x_tick = |v: &f64| tick_label(*v, (x0, x1));
+    let y_tick = |v: &f64| tick_label(*v, (y0, y1));
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
@@ -196,9 +216,9 @@ fn draw_panel<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", 17))
         .light_line_style(RGBColor(246, 246, 246))
         .bold_line_style(RGBColor(215, 215, 215))
-        .y_label_formatter(&|v| short_number(*v));
+        .y_label_formatter(&y_tick);
     if ticks.is_empty() {
-        mesh.x_labels(8).x_label_formatter(&|v| short_number(*v));
+        mesh.x_labels(8).x_label_formatter(&x_tick);
     } else {
         // ISL ticks are drawn below, exactly at the ISLs, as exact token counts.
         mesh.x_labels(0).disable_x_mesh();
@@ -346,15 +366,15 @@ fn draw_dual<'a, DB: DrawingBackend + 'a>(
         .axis_desc_style(("sans-serif", 17))
         .light_line_style(RGBColor(246, 246, 246))
         .bold_line_style(RGBColor(215, 215, 215))
-        .x_label_formatter(&|v| short_number(*v))
-        .y_label_formatter(&|v| short_number(*v))
+        .x_label_formatter(&|v| tick_label(*v, (x0, x1)))
+        .y_label_formatter(&|v| tick_label(*v, (y0, y1)))
         .draw()?;
     chart
         .configure_secondary_axes()
         .y_desc(&secondary.y_label)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
-        .y_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&|v| tick_label(*v, (s0, s1)))
         .draw()?;
     draw_primary(&mut chart, panel)?;
     for (i, s) in secondary.series.iter().enumerate() {
@@ -449,40 +469,41 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
     in_legend: bool,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let pts = finite_points(s);
-    let legend_color = color;
-    let label = s.label.clone();
     if pts.is_empty() {
         if in_legend && s.style.listed_when_empty() {
             list_without_points(chart, s, color)?;
         }
         return Ok(());
     }
-    // Only series in the legend get a label and a swatch: plotters draws one per `.legend` call.
-    macro_rules! annotate {
-        ($anno:expr, $swatch:expr) => {
-            if in_legend {
-                $anno.label(label).legend($swatch);
-            }
-        };
-    }
     match s.style {
-        Style::Key { .. } => return Ok(()),
+        Style::Key { .. } => Ok(()),
         Style::GreyPoints => {
             let anno = chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
-            annotate!(anno, move |(x, y)| Circle::new(
-                (x + 10, y),
-                4,
-                legend_color.filled()
-            ));
-            return Ok(());
+            if in_legend {
+                anno.label(s.label.clone())
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+            }
+            Ok(())
         }
-        Style::LineWithMarkers => {
-            let anno = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
-            annotate!(anno, move |(x, y)| PathElement::new(
-                vec![(x, y), (x + 20, y)],
-                legend_color.stroke_width(2)
-            ));
+        _ => {
+            draw_line(chart, &pts, s, color, in_legend)?;
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            Ok(())
         }
+    }
+}
+
+/// The line of a line-drawn series, and its legend entry when `in_legend` (plotters draws one
+/// swatch per `.legend` call, so only series in the legend get one).
+fn draw_line<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    pts: &[(f64, f64)],
+    s: &Series,
+    color: RGBColor,
+    in_legend: bool,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    // The swatch: a stroke of the series' width and `length` pixels.
+    let (width, length, dashed) = match s.style {
         Style::Frontier { width } => {
             // Markers wider than the stroke. A frontier of one run is a large dot, larger for
             // looser thresholds, so equal ones nest as rings instead of hiding each other.
@@ -492,27 +513,22 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
                 (width as i32 / 2 + 3).max(4)
             };
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, radius, color.filled())))?;
-            let anno =
-                chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))?;
-            annotate!(anno, move |(x, y)| PathElement::new(
-                vec![(x, y), (x + 20, y)],
-                legend_color.stroke_width(width.min(8))
-            ));
+            (width, 20, false)
         }
-        Style::DashedWithMarkers => {
-            let anno = chart.draw_series(DashedLineSeries::new(
-                pts.clone(),
-                6,
-                4,
-                color.stroke_width(2),
-            ))?;
-            annotate!(anno, move |(x, y)| PathElement::new(
-                vec![(x, y), (x + 8, y)],
-                legend_color.stroke_width(2)
-            ));
-        }
+        Style::DashedWithMarkers => (2, 8, true),
+        _ => (2, 20, false),
+    };
+    let stroke = color.stroke_width(width);
+    let anno = if dashed {
+        chart.draw_series(DashedLineSeries::new(pts.to_vec(), 6, 4, stroke))?
+    } else {
+        chart.draw_series(LineSeries::new(pts.to_vec(), stroke))?
+    };
+    if in_legend {
+        let swatch = color.stroke_width(width.min(8));
+        anno.label(s.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + length, y)], swatch));
     }
-    chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
     Ok(())
 }
 
@@ -597,6 +613,20 @@ mod tests {
         }
         // A point far away takes the usual place.
         assert_eq!(place_label(&mut placed, (400, 300), 21), (6, -16));
+    }
+
+    #[test]
+    fn ticks_on_a_narrow_axis_read_differently() {
+        let ticks: Vec<String> = (0..8)
+            .map(|i| tick_label(40.75 + 0.04 * f64::from(i), (40.74, 41.05)))
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = ticks.iter().collect();
+        assert_eq!(distinct.len(), ticks.len(), "{ticks:?}");
+        assert_eq!(ticks[0], "40.75");
+        // Wide axes keep the short form.
+        assert_eq!(tick_label(12_345.0, (0.0, 20_000.0)), "12.3k");
+        assert_eq!(tick_label(0.0, (0.0, 1.2)), "0");
+        assert_eq!(tick_label(0.4, (0.0, 1.2)), "0.4");
     }
 
     #[test]
