@@ -7,7 +7,7 @@
 // Flag docs are `--help` text, where `<host>` is a placeholder, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
-use bench_core::config::TransportKind;
+use bench_core::config::{BaseUrl, TransportKind};
 use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
 use bench_core::prompt::{PromptSpec, SeedOrigin};
 use clap::Args;
@@ -368,7 +368,7 @@ impl CommonArgs {
     }
 
     /// `--base-url`, else `http://<host>:<port>`, checked to be an http(s) URL.
-    pub fn base_url(&self) -> Result<String, UsageError> {
+    pub fn base_url(&self) -> Result<BaseUrl, UsageError> {
         let (flag, raw) = match &self.base_url {
             Some(u) => ("--base-url", u.clone()),
             None => (
@@ -380,15 +380,7 @@ impl CommonArgs {
                 ),
             ),
         };
-        let url = reqwest::Url::parse(&raw)
-            .map_err(|e| usage(flag, format!("`{raw}` is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(usage(
-                flag,
-                format!("`{raw}` must be an http:// or https:// URL with a host"),
-            ));
-        }
-        Ok(raw.trim_end_matches('/').to_string())
+        BaseUrl::parse(&raw).map_err(|e| usage(flag, e.to_string()))
     }
 }
 

@@ -68,7 +68,7 @@ pub struct Client {
 impl Client {
     /// For `url` over `transport`; `ca_cert` adds CA certificates (PEM) trusted for `https://`.
     pub fn new(
-        url: &str,
+        url: &reqwest::Url,
         api: ApiKind,
         api_key: Option<String>,
         timeouts: Timeouts,
@@ -76,10 +76,9 @@ impl Client {
         transport: TransportKind,
     ) -> Result<Self, ClientError> {
         let unsupported = || ClientError::UnsupportedUrl(url.to_string());
-        let parsed = reqwest::Url::parse(url).map_err(|_| unsupported())?;
         let wire = match transport {
             TransportKind::Native => {
-                let tls = if parsed.scheme() == "https" {
+                let tls = if url.scheme() == "https" {
                     Some(crate::tls::client_config(ca_cert).map_err(ClientError::Tls)?)
                 } else {
                     None
@@ -90,11 +89,11 @@ impl Client {
                 Wire::Native(native)
             }
             TransportKind::Standard => {
-                if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+                if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
                     return Err(unsupported());
                 }
                 let standard =
-                    Standard::new(parsed, ca_cert, timeouts.idle).map_err(ClientError::Tls)?;
+                    Standard::new(url.clone(), ca_cert, timeouts.idle).map_err(ClientError::Tls)?;
                 Wire::Standard(standard)
             }
         };

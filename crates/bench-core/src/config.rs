@@ -10,6 +10,64 @@ use bench_result::settings::{EndpointEcho, PromptEcho, Rate, RunSettings, SloEch
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+/// A server's root URL, parsed once: `http://` or `https://` with a host, in its normal form and
+/// without a trailing `/` (`HTTP://Node:8000/` is `http://node:8000`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    url: reqwest::Url,
+}
+
+/// Why a string is not a server's root URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadUrl {
+    #[error("`{raw}` is not a URL: {reason}")]
+    Unparsable { raw: String, reason: String },
+    #[error("`{0}` must be an http:// or https:// URL with a host")]
+    NotHttp(String),
+}
+
+impl BaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, BadUrl> {
+        let url = reqwest::Url::parse(raw).map_err(|e| BadUrl::Unparsable {
+            raw: raw.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(BadUrl::NotHttp(raw.to_string()));
+        }
+        Ok(Self { url })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.url.as_str().trim_end_matches('/')
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+
+    /// `path` (e.g. `/v1/completions`) under this root, after any path the root has.
+    pub fn join(&self, path: &str) -> reqwest::Url {
+        let mut url = self.url.clone();
+        let root = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{root}{path}"));
+        url
+    }
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BaseUrl {
+    type Err = BadUrl;
+    fn from_str(s: &str) -> Result<Self, BadUrl> {
+        Self::parse(s)
+    }
+}
+
 /// Which OpenAI-compatible route requests go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -74,7 +132,7 @@ pub struct RunConfig {
     /// `--tokenizer` as given (path or model id).
     pub tokenizer: String,
     /// Server root, e.g. `http://node12:8000`.
-    pub base_url: String,
+    pub base_url: BaseUrl,
     pub endpoint: Endpoint,
     pub prompt: PromptSpec,
     /// `max_tokens` per request.
@@ -128,7 +186,7 @@ impl RunConfig {
         RunSettings {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
-            base_url: self.base_url.clone(),
+            base_url: self.base_url.to_string(),
             endpoint: EndpointEcho {
                 path: self.endpoint.path.clone(),
                 api: self.endpoint.api,
@@ -166,21 +224,17 @@ impl RunConfig {
     }
 
     /// The full URL requests are posted to.
-    pub fn url(&self) -> String {
-        format!(
-            "{}{}",
-            self.base_url.trim_end_matches('/'),
-            self.endpoint.path
-        )
+    pub fn url(&self) -> reqwest::Url {
+        self.base_url.join(&self.endpoint.path)
     }
 
     /// A configuration with common defaults, for tests and embedding; binaries set every field
     /// from flags.
-    pub fn new(model: &str, tokenizer: &str, base_url: &str) -> Self {
+    pub fn new(model: &str, tokenizer: &str, base_url: BaseUrl) -> Self {
         Self {
             model: model.to_string(),
             tokenizer: tokenizer.to_string(),
-            base_url: base_url.to_string(),
+            base_url,
             endpoint: Endpoint::parse("/v1/completions").unwrap_or(Endpoint {
                 path: "/v1/completions".into(),
                 api: ApiKind::Completions,
@@ -219,6 +273,10 @@ impl RunConfig {
 mod tests {
     use super::*;
 
+    fn url(raw: &str) -> BaseUrl {
+        BaseUrl::parse(raw).expect("a base URL")
+    }
+
     #[test]
     fn endpoints_and_urls() {
         assert_eq!(
@@ -226,13 +284,27 @@ mod tests {
             Some(ApiKind::Chat)
         );
         assert!(Endpoint::parse("/v1/embeddings").is_none());
-        let c = RunConfig::new("m", "t", "http://h:8000/");
-        assert_eq!(c.url(), "http://h:8000/v1/completions");
+        let c = RunConfig::new("m", "t", url("HTTP://H:8000/"));
+        assert_eq!(c.url().as_str(), "http://h:8000/v1/completions");
+        assert_eq!(c.base_url.as_str(), "http://h:8000");
+        let behind = RunConfig::new("m", "t", url("https://gw.example/serve/"));
+        assert_eq!(
+            behind.url().as_str(),
+            "https://gw.example/serve/v1/completions"
+        );
+        assert!(matches!(
+            BaseUrl::parse("node12:8000"),
+            Err(BadUrl::NotHttp(_))
+        ));
+        assert!(matches!(
+            BaseUrl::parse("http//node12"),
+            Err(BadUrl::Unparsable { .. })
+        ));
     }
 
     #[test]
     fn the_echo_never_holds_the_api_key() {
-        let mut c = RunConfig::new("m", "t", "http://h");
+        let mut c = RunConfig::new("m", "t", url("http://h"));
         c.api_key = Some("sk-secret".into());
         let json = serde_json::to_string(&c.settings()).expect("serializes");
         assert!(!json.contains("sk-secret"));

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn completion_body_streams_with_usage_and_ignore_eos() {
-        let mut c = RunConfig::new("m", "t", "http://h");
+        let mut c = RunConfig::new("m", "t", "http://h".parse().expect("a base URL"));
         c.output_len = 7;
         let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
         assert_eq!(v["prompt"], "hi \"there\"");
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn chat_body_uses_messages() {
-        let mut c = RunConfig::new("m", "t", "http://h");
+        let mut c = RunConfig::new("m", "t", "http://h".parse().expect("a base URL"));
         c.endpoint = Endpoint::parse("/v1/chat/completions").expect("known route");
         c.ignore_eos = false;
         let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");

@@ -114,26 +114,29 @@ pub enum ScrapeError {
 #[derive(Debug, Clone)]
 pub struct Scraper {
     http: reqwest::Client,
-    url: String,
+    base: crate::config::BaseUrl,
 }
 
 impl Scraper {
     /// A scraper of `<base_url>/metrics`, trusting `ca_cert` too for `https://`.
-    pub fn new(base_url: &str, ca_cert: Option<&std::path::Path>) -> std::io::Result<Self> {
+    pub fn new(
+        base_url: &crate::config::BaseUrl,
+        ca_cert: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
         let http = crate::tls::http_client(ca_cert)?
             .timeout(Duration::from_secs(10))
             .no_proxy();
         Ok(Self {
             http: http.build().map_err(std::io::Error::other)?,
-            url: format!("{}/metrics", base_url.trim_end_matches('/')),
+            base: base_url.clone(),
         })
     }
 
     /// The model names `<base_url>/v1/models` lists (sent with `api_key` as a bearer token, as
     /// vLLM's API routes may require); `None` when it cannot be had.
     pub async fn models(&self, api_key: Option<&str>) -> Option<Vec<String>> {
-        let url = self.url.strip_suffix("/metrics")?.to_string() + "/v1/models";
-        let mut req = self.http.get(&url);
+        let url = self.base.join("/v1/models");
+        let mut req = self.http.get(url);
         if let Some(key) = api_key {
             req = req.bearer_auth(key);
         }
@@ -148,7 +151,7 @@ impl Scraper {
     }
 
     pub async fn scrape(&self) -> Result<Exposition, ScrapeError> {
-        let url = self.url.clone();
+        let url = self.base.join("/metrics").to_string();
         let resp = self
             .http
             .get(&url)

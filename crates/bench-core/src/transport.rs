@@ -142,8 +142,8 @@ impl Conn {
 impl Transport {
     /// For `http://` and `https://` URLs (the latter verified against Mozilla's roots); `None`
     /// for anything else.
-    pub fn for_url(url: &str) -> Option<Self> {
-        let tls = match reqwest::Url::parse(url).ok()?.scheme() {
+    pub fn for_url(url: &reqwest::Url) -> Option<Self> {
+        let tls = match url.scheme() {
             "https" => Some(crate::tls::client_config(None).ok()?),
             _ => None,
         };
@@ -158,20 +158,19 @@ impl Transport {
         self
     }
 
-    pub fn with_tls(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Option<Self> {
-        let parsed = reqwest::Url::parse(url).ok()?;
-        let tls = match (parsed.scheme(), tls) {
+    pub fn with_tls(url: &reqwest::Url, tls: Option<Arc<rustls::ClientConfig>>) -> Option<Self> {
+        let tls = match (url.scheme(), tls) {
             ("http", _) => None,
-            ("https", Some(config)) => Some((config, parsed.host_str()?.to_string())),
+            ("https", Some(config)) => Some((config, url.host_str()?.to_string())),
             _ => return None,
         };
-        let host = parsed.host_str()?;
-        let port = parsed.port_or_known_default()?;
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
         // `host_str` keeps an IPv6 address's brackets.
         let authority = format!("{host}:{port}");
-        let path = match parsed.query() {
-            Some(q) => format!("{}?{q}", parsed.path()),
-            None => parsed.path().to_string(),
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
         };
         Some(Self {
             authority,
@@ -535,21 +534,23 @@ mod tests {
 
     #[test]
     fn http_and_https_urls_get_this_transport() {
-        let t = Transport::for_url("http://node12:8000/v1/completions").expect("http");
+        let url = |u: &str| reqwest::Url::parse(u).expect("a URL");
+        let t = Transport::for_url(&url("http://node12:8000/v1/completions")).expect("http");
         assert_eq!(
             (t.authority.as_str(), t.path.as_str(), t.tls.is_some()),
             ("node12:8000", "/v1/completions", false)
         );
-        let s = Transport::for_url("https://api.example.com/v1/completions?x=1").expect("https");
+        let s =
+            Transport::for_url(&url("https://api.example.com/v1/completions?x=1")).expect("https");
         assert_eq!(
             (s.authority.as_str(), s.path.as_str()),
             ("api.example.com:443", "/v1/completions?x=1")
         );
         assert_eq!(s.tls.map(|(_, host)| host), Some("api.example.com".into()));
-        assert!(Transport::for_url("ftp://example.com/v1/completions").is_none());
-        assert!(Transport::with_tls("https://example.com/", None).is_none());
+        assert!(Transport::for_url(&url("ftp://example.com/v1/completions")).is_none());
+        assert!(Transport::with_tls(&url("https://example.com/"), None).is_none());
         assert_eq!(
-            Transport::for_url("http://[::1]/v1/x").map(|t| t.authority),
+            Transport::for_url(&url("http://[::1]/v1/x")).map(|t| t.authority),
             Some("[::1]:80".into())
         );
     }

@@ -72,7 +72,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = parse(&["--model", "m"]).expect("valid");
         assert_eq!(c.tokenizer, "m");
-        assert_eq!(c.base_url, "http://127.0.0.1:8000");
+        assert_eq!(c.base_url.as_str(), "http://127.0.0.1:8000");
         assert_eq!(c.request_rate, RequestRate::Infinite);
         assert_eq!(c.percentiles, vec![50.0, 90.0, 95.0, 99.0]);
     }

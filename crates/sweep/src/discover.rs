@@ -1,6 +1,7 @@
 //! Finding the server: a fixed `--base-url`, or the URL a serve job writes to a server-info file,
 //! then `/health` until it answers. Everything waits with a timeout and says what it waits for.
 
+use bench_core::config::BaseUrl;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -8,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 /// Where the server's URL comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Fixed(String),
+    Fixed(BaseUrl),
     ServerInfo(PathBuf),
 }
 
@@ -81,7 +82,7 @@ impl Discovery {
 
     /// The URL of a healthy server, re-reading the server-info file while waiting (the server
     /// may come back on another node).
-    pub async fn healthy(&self, stop: &CancellationToken) -> Result<String, DiscoverError> {
+    pub async fn healthy(&self, stop: &CancellationToken) -> Result<BaseUrl, DiscoverError> {
         let start = Instant::now();
         let mut last;
         let mut next_log = Instant::now();
@@ -120,7 +121,7 @@ impl Discovery {
                     Err(e) => return Err(e),
                 },
             };
-            match self.http.get(format!("{url}/health")).send().await {
+            match self.http.get(url.join("/health")).send().await {
                 Ok(r) if r.status().is_success() => return Ok(url),
                 Ok(r) => {
                     refused_since = None;
@@ -133,7 +134,7 @@ impl Discovery {
                     let grace = refused_grace(self.poll).min(self.timeout);
                     if fixed && e.is_connect() && since.elapsed() >= grace {
                         return Err(DiscoverError::Refused {
-                            url,
+                            url: url.to_string(),
                             waited: since.elapsed(),
                         });
                     }
@@ -141,7 +142,7 @@ impl Discovery {
             }
             if start.elapsed() >= self.timeout {
                 return Err(DiscoverError::Unhealthy {
-                    url,
+                    url: url.to_string(),
                     waited: self.timeout,
                     last,
                 });
@@ -158,8 +159,8 @@ impl Discovery {
     }
 
     /// One quick health check.
-    pub async fn is_healthy(&self, url: &str) -> bool {
-        matches!(self.http.get(format!("{url}/health")).send().await, Ok(r) if r.status().is_success())
+    pub async fn is_healthy(&self, url: &BaseUrl) -> bool {
+        matches!(self.http.get(url.join("/health")).send().await, Ok(r) if r.status().is_success())
     }
 
     async fn sleep(&self, stop: &CancellationToken) -> Result<(), DiscoverError> {
@@ -195,7 +196,7 @@ const SERVER_INFO_READ_LIMIT: u64 = 64 * 1024;
 
 /// The URL in a server-info file: its first non-empty line. `None` while the file is absent or
 /// still empty (being written).
-pub fn read_server_info(path: &Path) -> Result<Option<String>, DiscoverError> {
+pub fn read_server_info(path: &Path) -> Result<Option<BaseUrl>, DiscoverError> {
     use std::io::Read;
     if path.is_dir() {
         return Err(DiscoverError::Folder {
@@ -222,7 +223,7 @@ pub fn read_server_info(path: &Path) -> Result<Option<String>, DiscoverError> {
 /// The URL in a server-info file's contents: its first non-empty line, in the URL's normal
 /// form (`HTTP://Node:8000/` is `http://node:8000`) and without a trailing `/`; `None` when
 /// there is only white space. Text cut off mid-character at the end (a partial read) is fine.
-pub fn parse_server_info(bytes: &[u8]) -> Result<Option<String>, BadServerInfo> {
+pub fn parse_server_info(bytes: &[u8]) -> Result<Option<BaseUrl>, BadServerInfo> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         // Valid up to a character cut off by the end of the read.
@@ -252,12 +253,7 @@ pub fn parse_server_info(bytes: &[u8]) -> Result<Option<String>, BadServerInfo> 
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err(not_a_url());
     }
-    match reqwest::Url::parse(line) {
-        Ok(url) if url.host_str().is_some() => {
-            Ok(Some(url.as_str().trim_end_matches('/').to_string()))
-        }
-        _ => Err(not_a_url()),
-    }
+    BaseUrl::parse(line).map(Some).map_err(|_| not_a_url())
 }
 
 #[cfg(test)]
@@ -271,7 +267,7 @@ mod tests {
         assert!(matches!(read_server_info(&p), Ok(None)));
         std::fs::write(&p, "\n  http://node12:8000/ \n").expect("write");
         assert_eq!(
-            read_server_info(&p).expect("valid"),
+            read_server_info(&p).expect("valid").map(|u| u.to_string()),
             Some("http://node12:8000".into())
         );
         std::fs::write(&p, "node12 8000").expect("write");
@@ -338,6 +334,7 @@ mod tests {
     #[tokio::test]
     async fn https_health_checks_trust_the_runs_ca() {
         let url = format!("https://localhost:{}", tls_health_server().await);
+        let url: BaseUrl = url.parse().expect("a base URL");
         let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tls/ca.pem");
         let source = || Source::Fixed(url.clone());
         let trusting = Discovery::new(source(), Duration::from_secs(5), Some(&ca)).expect("client");

@@ -18,6 +18,7 @@ pub use args::SweepArgs;
 
 use anyhow::Context;
 use bench_cli::signal::{Signal, Stop};
+use bench_core::config::BaseUrl;
 use bench_core::progress::{self, ProgressMode};
 use bench_core::{result, RunConfig};
 use cell::{Cell, Existing};
@@ -142,7 +143,7 @@ fn print_dry_run(plan: &Plan) {
 struct Session {
     plan: Plan,
     discovery: Discovery,
-    url: String,
+    url: BaseUrl,
     tokenizer: std::sync::Arc<bench_core::tokenizer::PromptTokenizer>,
     stop: CancellationToken,
     simulated: Option<simulate::Simulated>,
@@ -341,7 +342,7 @@ fn cell_line(i: usize, total: usize, cell: &Cell, started: Instant, rows: &[Cell
 /// coordinates, so no cell or attempt repeats another's prompts (a server's prefix cache would
 /// serve them). The built-in simulator has no prefix cache: its attempts repeat the cell's
 /// prompts (`attempt` 0), so a demo cell run again is the same cell.
-fn cell_config(base: &RunConfig, cell: &Cell, url: &str, attempt: u32) -> RunConfig {
+fn cell_config(base: &RunConfig, cell: &Cell, url: &BaseUrl, attempt: u32) -> RunConfig {
     let mut c = base.clone();
     c.prompt.seed = bench_core::prompt::derive_seed(
         base.prompt.seed,
@@ -352,7 +353,7 @@ fn cell_config(base: &RunConfig, cell: &Cell, url: &str, attempt: u32) -> RunCon
             u64::from(attempt),
         ],
     );
-    c.base_url = url.to_string();
+    c.base_url = url.clone();
     c.prompt.input_len = cell.input_len;
     c.output_len = cell.output_len;
     c.num_prompts = cell.num_prompts as usize;

@@ -141,7 +141,7 @@ async fn a_slow_start_and_a_restart_are_counted_against_the_truth() {
         c.restart_downtime = Duration::from_millis(300);
     })
     .await;
-    c.base_url = sim.url();
+    c.base_url = sim.url().parse().expect("the simulator's URL");
     let stop = tokio_util::sync::CancellationToken::new();
     let off = bench_core::progress::ProgressMode::Off;
     let report = tokio::time::timeout(

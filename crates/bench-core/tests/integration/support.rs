@@ -44,6 +44,7 @@ pub const TRANSPORTS: [TransportKind; 2] = [TransportKind::Native, TransportKind
 
 /// A small run configuration against `url`.
 pub fn config(url: &str, prompts: usize, input_len: u64, output_len: u64) -> RunConfig {
+    let url = url.parse().expect("a base URL");
     let mut c = RunConfig::new("sim-model", &tokenizer_dir().display().to_string(), url);
     c.num_prompts = prompts;
     c.prompt.input_len = input_len;

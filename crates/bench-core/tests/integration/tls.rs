@@ -89,7 +89,8 @@ const BODY: &[u8] = br#"{"model":"sim-model","prompt":"hello","max_tokens":12,"s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_over_tls_carry_kernel_arrival_times() {
     let (sim, port) = proxied_sim(5, 2).await;
-    let url = format!("https://localhost:{port}/v1/completions");
+    let url =
+        reqwest::Url::parse(&format!("https://localhost:{port}/v1/completions")).expect("URL");
     let transport = Transport::with_tls(&url, Some(test_roots())).expect("https transport");
     // Twice: the second request reuses the pooled TLS session.
     for _ in 0..2 {
@@ -120,8 +121,9 @@ async fn streams_over_tls_carry_kernel_arrival_times() {
 async fn an_untrusted_certificate_is_a_connect_failure_that_says_so() {
     let (sim, port) = proxied_sim(5, 2).await;
     // Mozilla's roots do not include the test CA.
-    let transport =
-        Transport::for_url(&format!("https://localhost:{port}/v1/completions")).expect("https");
+    let url =
+        reqwest::Url::parse(&format!("https://localhost:{port}/v1/completions")).expect("URL");
+    let transport = Transport::for_url(&url).expect("https");
     let err = transport
         .post(&[], BODY, |_, _| Flow::Continue)
         .await
