@@ -13,6 +13,7 @@ pub mod chunked;
 pub mod client;
 mod clock;
 pub mod config;
+pub mod console;
 mod driver;
 pub mod exposition;
 pub mod judge;
@@ -31,7 +32,6 @@ mod socket;
 mod standard;
 pub mod stats;
 pub mod stream;
-pub mod summary;
 pub mod tls;
 pub mod tokenizer;
 #[doc(hidden)]

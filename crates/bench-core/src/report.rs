@@ -1,6 +1,6 @@
 //! Everything one run produced ([`RunReport`]): the records, the figures, and what the client,
 //! the server and the machine said about the run. [`crate::result`] turns it into the result
-//! file; [`crate::summary`] into the table printed after a run.
+//! file; [`crate::console`] into the table printed after a run.
 
 use crate::config::RunConfig;
 use crate::metrics::RunMetrics;

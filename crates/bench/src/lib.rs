@@ -11,7 +11,7 @@ pub use bench_cli::{signal, CommonArgs, Shape, UsageError};
 
 use anyhow::Context;
 use bench_core::progress::ProgressMode;
-use bench_core::{result, summary, RunReport};
+use bench_core::{console, result, RunReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -92,8 +92,8 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
 /// after all (the disk filled, the folder went away), writes it to a temporary file instead and
 /// says where, so the measurement is not lost.
 pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Result<()> {
-    print!("{}", summary::table(report));
-    for w in summary::warnings(report) {
+    print!("{}", console::table(report));
+    for w in console::warnings(report) {
         eprintln!("warning: {w}");
     }
     let value = result::to_json(report);

@@ -1,11 +1,11 @@
 //! The `plot` command: a folder of result files in, PNG or SVG charts out.
 //!
 //! [`load`] reads files from inferperf, the Python sweep script and `vllm bench serve` into one
-//! shape; [`shape`] turns runs into series (pure functions); [`render`] draws them.
+//! shape; [`series`] turns runs into series (pure functions); [`render`] draws them.
 
 pub mod load;
 pub mod render;
-pub mod shape;
+pub mod series;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -256,10 +256,10 @@ fn draw_one(
     path: &Path,
 ) -> anyhow::Result<()> {
     let panels = match kind {
-        Kind::Throughput => shape::throughput(runs),
-        Kind::Sla => shape::sla(runs, &o.ttft_slas, &o.tpot_slas),
-        Kind::Pareto => shape::pareto(runs),
-        Kind::Latency | Kind::All => shape::latency(runs),
+        Kind::Throughput => series::throughput(runs),
+        Kind::Sla => series::sla(runs, &o.ttft_slas, &o.tpot_slas),
+        Kind::Pareto => series::pareto(runs),
+        Kind::Latency | Kind::All => series::latency(runs),
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

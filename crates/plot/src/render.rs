@@ -3,7 +3,7 @@
 //! Text uses DejaVu Sans embedded in the binary and registered as "sans-serif" (plotters'
 //! `ab_glyph` backend), so nothing has to be installed: no fontconfig, no freetype.
 
-use crate::shape::{Panel, Series, Style};
+use crate::series::{Panel, Series, Style};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -352,7 +352,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(
 fn draw_dual<'a, DB: DrawingBackend + 'a>(
     chart: Chart<'a, DB>,
     panel: &Panel,
-    secondary: &crate::shape::Secondary,
+    secondary: &crate::series::Secondary,
     (x0, x1): (f64, f64),
     (y0, y1): (f64, f64),
     (s0, s1): (f64, f64),

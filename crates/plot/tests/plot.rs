@@ -499,17 +499,17 @@ fn every_chart_kind_draws_each_legend_entry_visibly_with_units_on_every_axis() {
     let (runs, _) = load::load_dir(&results, "*.json").expect("loads");
     let out = tempfile::tempdir().expect("tempdir");
     let kinds = [
-        (plot::Kind::Throughput, plot::shape::throughput(&runs)),
+        (plot::Kind::Throughput, plot::series::throughput(&runs)),
         (
             plot::Kind::Sla,
-            plot::shape::sla(
+            plot::series::sla(
                 &runs,
                 &[0.5, 1.0, 2.0, 5.0, 10.0],
                 &[50.0, 75.0, 100.0, 200.0],
             ),
         ),
-        (plot::Kind::Pareto, plot::shape::pareto(&runs)),
-        (plot::Kind::Latency, plot::shape::latency(&runs)),
+        (plot::Kind::Pareto, plot::series::pareto(&runs)),
+        (plot::Kind::Latency, plot::series::latency(&runs)),
     ];
     for (kind, panels) in kinds {
         let path = out.path().join(format!("{}.png", kind.name()));

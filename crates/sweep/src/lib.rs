@@ -528,7 +528,7 @@ impl Session {
             _ => None,
         };
         if slower.is_none() {
-            for w in bench_core::summary::warnings(&report) {
+            for w in bench_core::console::warnings(&report) {
                 self.say(&format!("  warning: {w}"));
             }
         }

@@ -1,4 +1,4 @@
-//! Data shaping: from runs to the series each chart draws. Pure, so every chart's numbers are
+//! From runs to the series each chart draws. Pure, so every chart's numbers are
 //! tested without drawing anything.
 
 use crate::load::Run;
