@@ -6,8 +6,9 @@
 //! 3. a Hugging Face model id (`org/name`), looked up in the local hub cache the way
 //!    `huggingface_hub` lays it out: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //!    `~/.cache/huggingface/hub`, then `models--org--name/refs/main` names the snapshot. When the
-//!    cache lacks it and `HF_HUB_OFFLINE` is not set, the files are downloaded from `$HF_ENDPOINT`
-//!    (default `https://huggingface.co`, token from `HF_TOKEN`) into that same layout.
+//!    cache lacks it and `HF_HUB_OFFLINE` is not set, `hf-hub` downloads the files from
+//!    `$HF_ENDPOINT` (default `https://huggingface.co`, token from `HF_TOKEN`) into that same
+//!    layout.
 //!
 //! The server counts a prompt's tokens with the special tokens its tokenizer adds (a BOS token,
 //! typically). [`PromptTokenizer::special_tokens`] is that number: what the tokenizer's
@@ -287,52 +288,33 @@ fn read_add_bos(config: &Path) -> bool {
 }
 
 /// Downloads `tokenizer.json` (required) and `tokenizer_config.json` (optional) into the hub
-/// cache layout and returns the snapshot folder.
+/// cache with `hf-hub`, as `huggingface_hub` lays it out (blobs, a snapshot of links, `refs/main`),
+/// and returns the snapshot folder. Each file is downloaded beside its blob and renamed into
+/// place whole, so a download cut short never leaves a file later runs would read as cached.
 async fn download(id: &str, hub: &HubSettings) -> Result<PathBuf, TokenizerError> {
-    let client = reqwest::Client::new();
     let base = hub.endpoint.trim_end_matches('/');
-    let fetch = |name: &str| {
-        let url = format!("{base}/{id}/resolve/main/{name}");
-        let mut req = client.get(&url);
-        if let Some(token) = &hub.token {
-            req = req.bearer_auth(token);
-        }
-        async move {
-            let fail = |message: String| TokenizerError::Download {
-                id: id.to_string(),
-                url: url.clone(),
-                message,
-            };
-            let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
-            if !resp.status().is_success() {
-                return Err(fail(format!("HTTP {}", resp.status())));
-            }
-            let commit = resp
-                .headers()
-                .get("x-repo-commit")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
-            Ok((commit, body))
-        }
+    let fail = |name: &str, message: String| TokenizerError::Download {
+        id: id.to_string(),
+        url: format!("{base}/{id}/resolve/main/{name}"),
+        message,
     };
-    let (commit, tokenizer) = fetch("tokenizer.json").await?;
-    let config = fetch("tokenizer_config.json").await.ok();
-    let rev = commit.unwrap_or_else(|| "main".to_string());
-    let repo = hub.repo_dir(id);
-    let snapshot = repo.join("snapshots").join(&rev);
-    // Whole or not at all: a download cut short never leaves a tokenizer.json that later runs
-    // would read as cached.
-    let write = |path: PathBuf, bytes: &[u8]| -> Result<(), TokenizerError> {
-        bench_result::atomic::write(&path, bytes)
-            .map_err(|source| TokenizerError::Read { path, source })
-    };
-    write(snapshot.join("tokenizer.json"), &tokenizer)?;
-    if let Some((_, cfg)) = config {
-        write(snapshot.join("tokenizer_config.json"), &cfg)?;
-    }
-    write(repo.join("refs/main"), rev.as_bytes())?;
-    Ok(snapshot)
+    let api = hf_hub::api::tokio::ApiBuilder::from_cache(hf_hub::Cache::new(hub.cache_dir.clone()))
+        .with_endpoint(base.to_string())
+        .with_token(hub.token.clone())
+        .with_progress(false)
+        .build()
+        .map_err(|e| fail("tokenizer.json", e.to_string()))?;
+    let repo = api.model(id.to_string());
+    let tokenizer = repo
+        .get("tokenizer.json")
+        .await
+        .map_err(|e| fail("tokenizer.json", e.to_string()))?;
+    // Optional: a model without one adds no BOS token of its own.
+    let _ = repo.get("tokenizer_config.json").await;
+    tokenizer
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| fail("tokenizer.json", "no snapshot folder".into()))
 }
 
 #[cfg(test)]

@@ -73,14 +73,44 @@ async fn unknown_paths_and_bad_files_are_named() {
     assert!(matches!(err, TokenizerError::Parse { .. }), "{err}");
 }
 
+/// The hub's answer to a file request: the file, or the byte range asked for (`Range:
+/// bytes=a-b`, which is how downloads ask for a file's size and then its parts), with the
+/// commit and the blob's etag.
+fn hub_file(body: &[u8], headers: &axum::http::HeaderMap) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+    let meta = [("x-repo-commit", "feedbeef"), ("etag", "\"b10b\"")];
+    match range {
+        Some((from, to)) if from < body.len() => {
+            let to = to.min(body.len() - 1);
+            let content_range = format!("bytes {from}-{to}/{}", body.len());
+            let part = body[from..=to].to_vec();
+            (
+                StatusCode::PARTIAL_CONTENT,
+                meta,
+                [(header::CONTENT_RANGE, content_range)],
+                part,
+            )
+                .into_response()
+        }
+        _ => (meta, body.to_vec()).into_response(),
+    }
+}
+
 #[tokio::test]
 async fn a_missing_model_is_downloaded_into_the_cache_layout() {
-    let body = fixture_json();
+    let body = std::sync::Arc::new(fixture_json());
     let app = axum::Router::new().route(
         "/acme/remote/resolve/main/tokenizer.json",
-        get(move || {
-            let body = body.clone();
-            async move { ([("x-repo-commit", "feedbeef")], body) }
+        get(move |headers: axum::http::HeaderMap| {
+            let body = std::sync::Arc::clone(&body);
+            async move { hub_file(&body, &headers) }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -100,9 +130,40 @@ async fn a_missing_model_is_downloaded_into_the_cache_layout() {
         "feedbeef"
     );
     assert!(repo.join("snapshots/feedbeef/tokenizer.json").is_file());
+    // Whole files only: the blob (and its lock), nothing left half-written beside it.
+    let mut blobs: Vec<String> = std::fs::read_dir(repo.join("blobs"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    blobs.sort();
+    assert_eq!(blobs, ["b10b", "b10b.lock"]);
+    assert_eq!(
+        std::fs::read(repo.join("blobs/b10b")).expect("blob"),
+        fixture_json()
+    );
     // Now cached: offline resolution works too.
     let offline = settings(cache.path(), true, "http://127.0.0.1:9");
     assert!(PromptTokenizer::resolve("acme/remote", &offline)
         .await
         .is_ok());
+}
+
+#[tokio::test]
+async fn a_model_the_hub_does_not_have_is_named_with_the_url_tried() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new()).await });
+    let cache = tempfile::tempdir().expect("tempdir");
+    let err = PromptTokenizer::resolve("acme/absent", &settings(cache.path(), false, &url))
+        .await
+        .expect_err("the hub answers 404");
+    assert!(matches!(err, TokenizerError::Download { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{url}/acme/absent/resolve/main/tokenizer.json")),
+        "{text}"
+    );
+    assert!(text.contains("404"), "{text}");
 }
