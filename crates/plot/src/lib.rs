@@ -182,7 +182,10 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
     };
     let mut written = Vec::new();
     for (config, runs) in &groups {
-        let title = o.title.clone().unwrap_or_else(|| default_title(runs));
+        let title = o
+            .title
+            .clone()
+            .unwrap_or_else(|| default_title(runs, config.model.as_deref()));
         for &kind in &kinds {
             let mut path = output_path(o.output.as_deref(), o.kind, kind);
             if groups.len() > 1 {
@@ -195,40 +198,63 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// What makes runs comparable on one line: the same name, output length, and real or simulated
-/// time. Runs that differ in any of them are never drawn as one configuration.
+/// What makes runs comparable on one line: the same name, model, output length, and real or
+/// simulated time. Runs that differ in any of them are never drawn as one configuration.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Configuration {
-    /// "name, OSL 128" (", simulated" for the simulator).
+    /// "name, OSL 128" (", simulated" for the simulator); "name (model), OSL 128" when runs of
+    /// one name served different models.
     pub label: String,
-    /// The same, for a file name: "name_osl128" ("_sim").
+    /// The same, for a file name: "name_osl128" ("_sim"; "name_model_osl128").
     pub slug: String,
+    /// The model, where it tells runs of one name apart.
+    pub model: Option<String>,
 }
 
 /// The runs of each configuration.
 pub fn configurations(
     runs: Vec<load::Run>,
 ) -> std::collections::BTreeMap<Configuration, Vec<load::Run>> {
-    let mut groups = std::collections::BTreeMap::<Configuration, Vec<load::Run>>::new();
+    use std::collections::{BTreeMap, BTreeSet};
+    type Key = (String, u64, bool);
+    let key = |r: &load::Run| -> Key { (r.name.clone(), r.osl, r.sim_time_scale.is_some()) };
+    let mut models: BTreeMap<Key, BTreeSet<Option<String>>> = BTreeMap::new();
+    for r in &runs {
+        models.entry(key(r)).or_default().insert(r.model.clone());
+    }
+    let mut groups = BTreeMap::<Configuration, Vec<load::Run>>::new();
     for r in runs {
-        let sim = r.sim_time_scale.is_some();
+        let (name, osl, sim) = key(&r);
+        // The model is named only where it tells runs of one name apart.
+        let model = r
+            .model
+            .clone()
+            .filter(|_| models.get(&key(&r)).is_some_and(|m| m.len() > 1))
+            .unwrap_or_default();
+        let (label_model, slug_model) = if model.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!(" ({model})"), format!("_{model}"))
+        };
         let config = Configuration {
+            model: Some(model.clone()).filter(|m| !m.is_empty()),
             label: format!(
-                "{}, OSL {}{}",
-                r.name,
-                r.osl,
+                "{name}{label_model}, OSL {osl}{}",
                 if sim { ", simulated" } else { "" }
             ),
-            slug: format!("{}_osl{}{}", r.name, r.osl, if sim { "_sim" } else { "" })
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect(),
+            slug: format!(
+                "{name}{slug_model}_osl{osl}{}",
+                if sim { "_sim" } else { "" }
+            )
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect(),
         };
         groups.entry(config).or_default().push(r);
     }
@@ -309,7 +335,8 @@ impl Kind {
 }
 
 /// "<run name> (OSL N)" from the runs' names.
-fn default_title(runs: &[load::Run]) -> String {
+/// "name (OSL 128)", with the model before the OSL when it tells this configuration apart.
+fn default_title(runs: &[load::Run], model: Option<&str>) -> String {
     let names: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
     let osls: std::collections::BTreeSet<u64> = runs.iter().map(|r| r.osl).collect();
     let osl = osls
@@ -333,8 +360,9 @@ fn default_title(runs: &[load::Run]) -> String {
             runs.len()
         ),
     };
+    let model = model.map(|m| format!("{m}, ")).unwrap_or_default();
     format!(
-        "{} (OSL {osl}){sim}{late}",
+        "{} ({model}OSL {osl}){sim}{late}",
         names.into_iter().collect::<Vec<_>>().join(", ")
     )
 }
@@ -347,6 +375,7 @@ mod tests {
         load::Run {
             file: format!("{name}_tp4_isl1024_osl128_conc4.json").into(),
             name: name.into(),
+            model: Some("m".into()),
             tp: 4,
             isl: 1024,
             osl: 128,
@@ -365,13 +394,45 @@ mod tests {
 
     #[test]
     fn a_title_says_when_the_simulator_fell_behind() {
-        let clean = default_title(&[run("sim", Some(true)), run("sim", Some(true))]);
+        let clean = default_title(&[run("sim", Some(true)), run("sim", Some(true))], None);
         assert_eq!(clean, "sim (OSL 128) - simulator, shown in modelled time");
-        let late = default_title(&[run("sim", Some(true)), run("sim", Some(false))]);
+        let late = default_title(&[run("sim", Some(true)), run("sim", Some(false))], None);
         assert!(
             late.ends_with("1 of 2 runs fell behind the model's schedule"),
             "{late}"
         );
-        assert_eq!(default_title(&[run("m", None)]), "m (OSL 128)");
+        assert_eq!(default_title(&[run("m", None)], None), "m (OSL 128)");
+        assert_eq!(
+            default_title(&[run("sweep", None)], Some("org/Other-7B")),
+            "sweep (org/Other-7B, OSL 128)"
+        );
+    }
+
+    #[test]
+    fn runs_of_one_name_that_served_other_models_are_told_apart() {
+        let mut other = run("sweep", None);
+        other.model = Some("org/Other-7B".into());
+        let groups = configurations(vec![run("sweep", None), other, run("sweep", None)]);
+        let labels: Vec<(&str, &str, usize)> = groups
+            .iter()
+            .map(|(c, r)| (c.label.as_str(), c.slug.as_str(), r.len()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("sweep (m), OSL 128", "sweep_m_osl128", 2),
+                (
+                    "sweep (org/Other-7B), OSL 128",
+                    "sweep_org-Other-7B_osl128",
+                    1
+                ),
+            ]
+        );
+        // One model: the label stays as it was.
+        let one = configurations(vec![run("sweep", None), run("sweep", None)]);
+        assert_eq!(
+            one.keys().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+            ["sweep, OSL 128"]
+        );
     }
 }

@@ -16,6 +16,8 @@ pub struct Run {
     pub file: PathBuf,
     /// The run's name: the sweep's name in the file name, else the model's.
     pub name: String,
+    /// The model served, when the file says (`config.model`, or `model_id`).
+    pub model: Option<String>,
     pub tp: u32,
     pub isl: u64,
     pub osl: u64,
@@ -92,6 +94,12 @@ pub fn read(path: &Path) -> Result<Run, String> {
     let run = Run {
         file: path.to_path_buf(),
         name: p.name,
+        model: file
+            .config
+            .as_ref()
+            .map(|c| c.model.clone())
+            .or_else(|| file.model_id.clone())
+            .filter(|m| !m.is_empty()),
         tp: p.tp.max(1),
         isl: p.isl,
         osl: p.osl,

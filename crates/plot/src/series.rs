@@ -396,6 +396,7 @@ mod tests {
         Run {
             file: format!("r_tp{tp}_isl{isl}_osl128_conc{conc}.json").into(),
             name: "r".into(),
+            model: None,
             tp,
             isl,
             osl: 128,

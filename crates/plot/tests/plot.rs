@@ -474,6 +474,57 @@ fn a_mixed_folder_is_drawn_per_configuration_never_merged() {
     );
 }
 
+/// Runs of one sweep name that served two models (the name reused for another deployment) are
+/// two configurations, told apart by the model in the note, the file names and the titles.
+#[test]
+fn one_name_with_two_models_is_two_configurations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(fixtures("inferperf"))
+        .expect("fixtures")
+        .flatten()
+    {
+        let mut v = json(&entry.path());
+        std::fs::write(dir.path().join(entry.file_name()), v.to_string()).expect("copy");
+        // The same cells at concurrency 8, against another model.
+        v["config"]["model"] = "org/Other-7B".into();
+        v["config"]["max_concurrency"] = 8.into();
+        let name = entry
+            .file_name()
+            .to_string_lossy()
+            .replace("conc4", "conc8");
+        std::fs::write(dir.path().join(name), v.to_string()).expect("write");
+    }
+    let out = dir.path().join("charts");
+    let assert = Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(dir.path())
+        .arg("--output")
+        .arg(format!("{}/", out.display()))
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("note: 2 configurations")
+            && stderr.contains("sim (org/Other-7B), OSL 128, simulated")
+            && stderr.contains("sim (sim-model), OSL 128, simulated"),
+        "{stderr}"
+    );
+    let mut charts: Vec<String> = std::fs::read_dir(&out)
+        .expect("charts")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    charts.sort();
+    assert_eq!(
+        charts,
+        [
+            "throughput_sim_org-Other-7B_osl128_sim.png",
+            "throughput_sim_sim-model_osl128_sim.png"
+        ]
+    );
+}
+
 /// Every pixel colour of a PNG, counted.
 fn colour_counts(path: &Path) -> std::collections::HashMap<(u8, u8, u8), usize> {
     let decoder = png::Decoder::new(std::io::BufReader::new(
