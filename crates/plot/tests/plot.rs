@@ -424,6 +424,28 @@ fn every_bad_result_file_is_skipped_naming_the_file_and_the_problem() {
     assert!(out.is_file());
 }
 
+/// Runs `plot` on `dir` with the charts going to `dir/charts/`; returns what it printed on
+/// stderr and the chart files' names, sorted.
+fn plot_into_folder(dir: &Path) -> (String, Vec<String>) {
+    let out = dir.join("charts");
+    let assert = Command::cargo_bin("plot")
+        .expect("binary")
+        .arg("--results-dir")
+        .arg(dir)
+        .arg("--output")
+        .arg(format!("{}/", out.display()))
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let mut charts: Vec<String> = std::fs::read_dir(&out)
+        .expect("charts")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    charts.sort();
+    (stderr, charts)
+}
+
 /// A folder of two configurations (another OSL, simulated and real time) is never merged into
 /// one line: each gets its own charts, and a line says so.
 #[test]
@@ -437,28 +459,13 @@ fn a_mixed_folder_is_drawn_per_configuration_never_merged() {
             std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
         }
     }
-    let out = dir.path().join("charts");
-    let assert = Command::cargo_bin("plot")
-        .expect("binary")
-        .arg("--results-dir")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(format!("{}/", out.display()))
-        .assert()
-        .success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let (stderr, charts) = plot_into_folder(dir.path());
     assert!(
         stderr.contains("note: 2 configurations")
             && stderr.contains("seedpy_vllm, OSL 32")
             && stderr.contains("sim, OSL 128, simulated"),
         "{stderr}"
     );
-    let mut charts: Vec<String> = std::fs::read_dir(&out)
-        .expect("charts")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    charts.sort();
     assert_eq!(
         charts,
         vec![
@@ -494,28 +501,13 @@ fn one_name_with_two_models_is_two_configurations() {
             .replace("conc4", "conc8");
         std::fs::write(dir.path().join(name), v.to_string()).expect("write");
     }
-    let out = dir.path().join("charts");
-    let assert = Command::cargo_bin("plot")
-        .expect("binary")
-        .arg("--results-dir")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(format!("{}/", out.display()))
-        .assert()
-        .success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let (stderr, charts) = plot_into_folder(dir.path());
     assert!(
         stderr.contains("note: 2 configurations")
             && stderr.contains("sim (org/Other-7B), OSL 128, simulated")
             && stderr.contains("sim (sim-model), OSL 128, simulated"),
         "{stderr}"
     );
-    let mut charts: Vec<String> = std::fs::read_dir(&out)
-        .expect("charts")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    charts.sort();
     assert_eq!(
         charts,
         [
