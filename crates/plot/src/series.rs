@@ -317,7 +317,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
         .map(|(slot, (isl, rs))| {
             let mut pts: Vec<(f64, f64)> = rs
                 .iter()
-                .filter_map(|r| Some((r.interactivity()?, r.median_ttft_ms? / 1e3)))
+                .filter_map(|r| Some((r.interactivity()?, r.median_ttft_ms?)))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series {
@@ -329,6 +329,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
             }
         })
         .collect();
+    let (ttft, ttft_unit) = in_seconds_past(ttft);
     let series = by_isl
         .into_iter()
         .enumerate()
@@ -374,7 +375,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
         series,
         x_ticks: None,
         secondary: Some(Secondary {
-            y_label: "Median TTFT (s), dashed".into(),
+            y_label: format!("Median TTFT ({ttft_unit}), dashed"),
             series: ttft,
         }),
     }]
@@ -527,10 +528,18 @@ mod tests {
         // Interactivity = 1000 / median TPOT (10 ms and 20 ms).
         assert_eq!(s.points, vec![(50.0, 200.0), (100.0, 100.0)]);
         assert_eq!(s.point_labels, vec!["c16", "c4"]);
-        // TTFT on the secondary axis, in seconds, same colour as its ISL's curve.
-        let ttft = &p[0].secondary.as_ref().expect("secondary axis").series[0];
-        assert_eq!(ttft.points, vec![(50.0, 0.0005), (100.0, 0.0005)]);
+        // TTFT on the secondary axis, in ms as the latency chart draws it, same colour as its
+        // ISL's curve.
+        let secondary = p[0].secondary.as_ref().expect("secondary axis");
+        let ttft = &secondary.series[0];
+        assert_eq!(ttft.points, vec![(50.0, 0.5), (100.0, 0.5)]);
         assert_eq!(ttft.color, s.color);
+        assert_eq!(secondary.y_label, "Median TTFT (ms), dashed");
+        // Past 10,000 ms, in seconds.
+        let slow = vec![run(1, 1024, 4, 100.0, 100.0, 30_000.0, 20.0)];
+        let secondary = pareto(&slow)[0].secondary.clone().expect("secondary axis");
+        assert_eq!(secondary.series[0].points, vec![(100.0, 15.0)]);
+        assert_eq!(secondary.y_label, "Median TTFT (s), dashed");
     }
 
     #[test]
