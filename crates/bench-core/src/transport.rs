@@ -239,12 +239,13 @@ impl Transport {
             tally: &self.reads,
             idle: self.idle_timeout,
         };
-        // A pooled connection the server has closed fails on first use: retry once, fresh.
+        // A pooled connection the server has closed fails on first use: retry once, fresh. Only
+        // then: a server that is merely slow has the request, and must not be sent it twice.
         let (mut conn, reused) = self.connection().await?;
         let first = send_and_read_head(&mut conn, &head, body, &mut reader).await;
         let (response, leftover) = match first {
             Ok(r) => r,
-            Err(_) if reused => {
+            Err(TransportError::Io(_) | TransportError::Closed) if reused => {
                 let (c, _) = self.connection_fresh().await?;
                 conn = c;
                 reader.floor = Instant::now();
@@ -363,8 +364,13 @@ async fn send_and_read_head(
                 (bytes.len(), at)
             })
             .await?;
-        if n == 0 {
+        if n == 0 && buf.is_empty() {
             return Err(TransportError::Closed);
+        }
+        if n == 0 {
+            return Err(TransportError::Malformed(
+                "the connection closed inside the response head".into(),
+            ));
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);

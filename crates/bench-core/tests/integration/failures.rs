@@ -3,6 +3,8 @@
 use crate::support::{config, fixed_sim, run, run_with, TRANSPORTS};
 use bench_core::record::FailureReason;
 use bench_sim::SimConfig;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -151,11 +153,8 @@ async fn interruption_reports_what_was_measured() {
     sim.stop().await;
 }
 
-/// A server that answers one request per connection with vLLM's recorded stream (re-chunked, one
-/// event per chunk) and then closes the connection without announcing it, as servers do when an
-/// idle keep-alive times out. Returns its URL and how many connections it accepted.
-async fn closing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// vLLM's recorded stream as one HTTP reply, re-chunked with one event per chunk.
+fn transcript_reply() -> String {
     let transcript = std::fs::read_to_string(
         crate::support::testdata().join("transcripts/vllm-completions-stream.txt"),
     )
@@ -167,55 +166,88 @@ async fn closing_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUs
         reply.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
     }
     reply.push_str("0\r\n\r\n");
+    reply
+}
+
+/// Reads one request (its head, then as many body bytes as it announces); `false` when the
+/// connection ends first.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    let body_at = loop {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..body_at]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while request.len() < body_at + length {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    true
+}
+
+/// What a scripted keep-alive server does with a connection after its first reply.
+#[derive(Clone, Copy)]
+enum AfterFirstReply {
+    /// Closes it without announcing it, as servers do when an idle keep-alive times out.
+    Close,
+    /// Keeps it open and reads the next request, but never answers it (a server too busy to
+    /// send the response head).
+    NeverAnswer,
+}
+
+/// A server that answers the first request of each connection with vLLM's recorded stream, then
+/// does `after`. Returns its URL, how many connections it accepted and how many requests it read.
+async fn keep_alive_server(after: AfterFirstReply) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let reply = transcript_reply();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&accepted);
+    let (accepted, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (connections, reads) = (Arc::clone(&accepted), Arc::clone(&requests));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let reply = reply.clone();
+            connections.fetch_add(1, Ordering::SeqCst);
+            let (reply, reads) = (reply.clone(), Arc::clone(&reads));
             tokio::spawn(async move {
-                // Read the head, then as many body bytes as it announces.
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                let body_at = loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&request[..body_at]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                while request.len() < body_at + length {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
+                if !read_request(&mut socket).await {
+                    return;
                 }
+                reads.fetch_add(1, Ordering::SeqCst);
                 let _ = socket.write_all(reply.as_bytes()).await;
+                if let AfterFirstReply::NeverAnswer = after {
+                    while read_request(&mut socket).await {
+                        reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
             });
         }
     });
-    (url, accepted)
+    (url, accepted, requests)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_server_closed_is_replaced_not_failed() {
     // Each reply leaves a connection in the pool that the server has already closed: the next
     // request finds it dead before any response and must go again on a fresh one.
-    let (url, accepted) = closing_server().await;
+    let (url, accepted, _) = keep_alive_server(AfterFirstReply::Close).await;
     let mut c = config(&url, 4, 16, 5);
     c.model = "tiny-llama".into();
     c.max_concurrency = std::num::NonZeroUsize::new(1);
@@ -225,8 +257,36 @@ async fn a_pooled_connection_the_server_closed_is_replaced_not_failed() {
     let report = run(&c).await;
     assert_eq!(report.metrics.completed, 4, "{:?}", report.metrics.failures);
     assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        accepted.load(Ordering::SeqCst),
         5,
         "one connection per request, warm-up included"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_whose_server_is_slow_is_never_sent_the_request_twice() {
+    // The server read the request on the pooled connection and is slow to answer: going again
+    // elsewhere would make it serve the request twice. It fails by the idle timeout instead.
+    for transport in TRANSPORTS {
+        let (url, _, requests) = keep_alive_server(AfterFirstReply::NeverAnswer).await;
+        let mut c = config(&url, 1, 16, 5);
+        c.model = "tiny-llama".into();
+        c.max_concurrency = std::num::NonZeroUsize::new(1);
+        c.num_warmups = 1;
+        c.idle_timeout = Some(Duration::from_millis(300));
+        c.server_metrics_interval = None;
+        c.transport = transport;
+        let report = run(&c).await;
+        assert_eq!(
+            report.metrics.failures.keys().collect::<Vec<_>>(),
+            ["idle_timeout"],
+            "{transport:?}: {:?}",
+            report.metrics.failures
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            2,
+            "{transport:?}: the warm-up and the measured request, each sent once"
+        );
+    }
 }
