@@ -106,8 +106,11 @@ impl Standard {
             .eventsource();
         let mut flow = Flow::Continue;
         let outcome = loop {
-            let Some(next) = self.within_idle(events.next()).await? else {
-                break Ok(());
+            let next = match self.within_idle(events.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break Ok(()),
+                // The chunks read until then are still tallied below.
+                Err(idle) => break Err(idle),
             };
             let event = match next {
                 Ok(event) => event,
