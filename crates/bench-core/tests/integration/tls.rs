@@ -110,9 +110,12 @@ async fn streams_over_tls_carry_kernel_arrival_times() {
         assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
         assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
     }
+    // Every read carried the kernel's stamp. How many reads there were is the machine's: a busy
+    // one leaves more events for each read.
     let reads = transport.take_read_stats();
     if cfg!(target_os = "linux") {
-        assert!(reads.kernel_stamped > 20, "{reads:?}");
+        assert!(reads.kernel_stamped >= 2, "{reads:?}");
+        assert_eq!(reads.read_stamped, 0, "{reads:?}");
     }
     sim.stop().await;
 }
