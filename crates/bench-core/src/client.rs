@@ -182,6 +182,10 @@ impl Client {
         match status {
             Err(TransportError::Connect(e)) => return Err(FailureReason::Connect(chain(&e))),
             Err(TransportError::Idle(d)) => return Err(FailureReason::IdleTimeout(d)),
+            // The server took the connection and dropped it unanswered: its reply was cut.
+            Err(e @ TransportError::ClosedBeforeHead(_)) => {
+                return Err(FailureReason::StreamCut(e.to_string()))
+            }
             Err(e @ TransportError::EventTooLong(_)) if state.failure.is_none() => {
                 return Err(FailureReason::Malformed(e.to_string()))
             }

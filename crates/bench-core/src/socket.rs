@@ -57,6 +57,17 @@ impl Arrival {
     }
 }
 
+/// What a connection holds when looked at without waiting ([`StampedStream::peek_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Open, nothing to read.
+    Quiet,
+    /// Bytes are waiting.
+    Data,
+    /// The peer closed or reset it.
+    Gone,
+}
+
 /// A connected, non-blocking TCP stream registered with the runtime.
 #[derive(Debug)]
 pub struct StampedStream {
@@ -93,6 +104,16 @@ impl StampedStream {
             }
         }
         Ok(())
+    }
+
+    /// What the connection holds right now, looked at without waiting or consuming anything.
+    pub fn peek_state(&self) -> PeerState {
+        let mut probe = [0u8; 1];
+        match self.fd.get_ref().peek(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => PeerState::Quiet,
+            Ok(n) if n > 0 => PeerState::Data,
+            Ok(_) | Err(_) => PeerState::Gone,
+        }
     }
 
     /// Reads what is available and hands the bytes (empty at the end of the stream) and when

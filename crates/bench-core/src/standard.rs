@@ -90,7 +90,7 @@ impl Standard {
         let response = self
             .within_idle(request.send())
             .await?
-            .map_err(|e| TransportError::Connect(std::io::Error::other(e)))?;
+            .map_err(send_error)?;
         let code = response.status().as_u16();
         if code != 200 {
             return Ok(Status {
@@ -244,5 +244,27 @@ impl ChunkChecks {
     /// When the chunk that completed the newest event was yielded.
     fn last_chunk_at(&self) -> Instant {
         self.origin + Duration::from_nanos(self.last_chunk_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// Why a request got no response: the connection could not be opened (`Connect`), or it was
+/// open and the server closed or reset it before answering (`ClosedBeforeHead`, as the native
+/// transport says it).
+fn send_error(e: reqwest::Error) -> TransportError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut lost = None;
+    while let Some(s) = source {
+        let io = s.downcast_ref::<std::io::Error>();
+        if io.is_some()
+            || s.to_string()
+                .contains("connection closed before message completed")
+        {
+            lost = Some(s.to_string());
+        }
+        source = s.source();
+    }
+    match lost {
+        Some(detail) if !e.is_connect() => TransportError::ClosedBeforeHead(Some(detail)),
+        _ => TransportError::Connect(std::io::Error::other(e)),
     }
 }

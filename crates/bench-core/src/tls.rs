@@ -93,6 +93,15 @@ pub struct TlsStream {
 }
 
 impl TlsStream {
+    /// What the connection holds right now; a session the server closed is gone.
+    pub fn peek_state(&self) -> crate::socket::PeerState {
+        if self.closed {
+            crate::socket::PeerState::Gone
+        } else {
+            self.tcp.peek_state()
+        }
+    }
+
     /// Connects to `authority` and completes the handshake for `host`.
     pub async fn connect(
         authority: &str,

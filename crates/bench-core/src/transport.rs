@@ -12,6 +12,7 @@
 //! ([`ReadStats`]). `https://` runs the same over TLS ([`crate::tls`]).
 
 use crate::chunked::ChunkedDecoder;
+use crate::socket::PeerState;
 use crate::socket::{Arrival, StampedStream};
 use crate::tls::TlsStream;
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub enum TransportError {
     Malformed(String),
     #[error("connection closed before the response ended")]
     Closed,
+    /// Open, and closed or reset by the server before any response (with what the system
+    /// said, if anything).
+    #[error("connection closed before the response head{}", .0.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    ClosedBeforeHead(Option<String>),
     #[error("nothing arrived for {0:?}")]
     Idle(Duration),
     /// More than this many bytes without an event's end (a blank line).
@@ -137,6 +142,13 @@ impl Conn {
             Self::Tls(c) => c.read_with(take).await,
         }
     }
+
+    fn peek_state(&self) -> PeerState {
+        match self {
+            Self::Plain(c) => c.peek_state(),
+            Self::Tls(c) => c.peek_state(),
+        }
+    }
 }
 
 impl Transport {
@@ -205,9 +217,13 @@ impl Transport {
         h.into_bytes()
     }
 
+    /// A pooled connection that is still open and quiet (one the server closed, or sent bytes
+    /// on unasked, is dropped), else a fresh one. The flag says which.
     async fn connection(&self) -> Result<(Conn, bool), TransportError> {
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok((c, true));
+        while let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            if c.peek_state() == PeerState::Quiet {
+                return Ok((c, true));
+            }
         }
         self.connection_fresh().await
     }
@@ -239,21 +255,26 @@ impl Transport {
             tally: &self.reads,
             idle: self.idle_timeout,
         };
-        // A pooled connection the server has closed fails on first use: retry once, fresh. Only
-        // then: a server that is merely slow has the request, and must not be sent it twice.
         let (mut conn, reused) = self.connection().await?;
         let first = send_and_read_head(&mut conn, &head, body, &mut reader).await;
         let (response, leftover) = match first {
             Ok(r) => r,
-            Err(TransportError::Io(_) | TransportError::Closed) if reused => {
+            // A pooled connection the server closed just as the request went out (its keep-alive
+            // ran out): the server never read the request, so it goes once more on a fresh
+            // connection. A server that closes, or is slow, after the request reached it has the
+            // request, and is never sent it twice: that fails as measured.
+            Err(Unanswered {
+                error: TransportError::Io(_) | TransportError::Closed,
+                gone_at_send: true,
+            }) if reused => {
                 let (c, _) = self.connection_fresh().await?;
                 conn = c;
                 reader.floor = Instant::now();
                 send_and_read_head(&mut conn, &head, body, &mut reader)
                     .await
-                    .map_err(before_head)?
+                    .map_err(|u| before_head(u.error))?
             }
-            Err(e) => return Err(before_head(e)),
+            Err(u) => return Err(before_head(u.error)),
         };
         let outcome = if response.code == 200 {
             read_body(&mut conn, &mut reader, &response, &leftover, &mut on_body)
@@ -323,16 +344,21 @@ impl Reader<'_> {
     }
 }
 
-/// A failure before any response arrived is a failure to connect, as a client reports it.
+/// A connection lost after it was open and before any response arrived: the server took the
+/// request (or the connection) and closed it unanswered.
 fn before_head(e: TransportError) -> TransportError {
     match e {
-        TransportError::Io(x) => TransportError::Connect(x),
-        TransportError::Closed => TransportError::Connect(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed before the response head",
-        )),
+        TransportError::Io(x) => TransportError::ClosedBeforeHead(Some(x.to_string())),
+        TransportError::Closed => TransportError::ClosedBeforeHead(None),
         other => other,
     }
+}
+
+/// A request that got no response head, and whether the connection was already closed by the
+/// server when the request had been written (so the server never read it).
+struct Unanswered {
+    error: TransportError,
+    gone_at_send: bool,
 }
 
 /// A parsed response head.
@@ -345,17 +371,32 @@ struct ResponseHead {
     at: Instant,
 }
 
-/// Writes the request and reads until the response head is complete. Returns the head and the
-/// body bytes that came with it.
+/// Writes the request and reads its response head ([`read_head`]).
 async fn send_and_read_head(
     conn: &mut Conn,
     head: &[u8],
     body: &[u8],
     reader: &mut Reader<'_>,
+) -> Result<(ResponseHead, Vec<u8>), Unanswered> {
+    if let Err(e) = conn.write_all(&[head, body]).await {
+        return Err(Unanswered {
+            error: TransportError::Io(e),
+            gone_at_send: true,
+        });
+    }
+    let gone_at_send = conn.peek_state() == PeerState::Gone;
+    read_head(conn, reader).await.map_err(|error| Unanswered {
+        error,
+        gone_at_send,
+    })
+}
+
+/// Reads until the response head is complete. Returns the head and the body bytes that came
+/// with it.
+async fn read_head(
+    conn: &mut Conn,
+    reader: &mut Reader<'_>,
 ) -> Result<(ResponseHead, Vec<u8>), TransportError> {
-    conn.write_all(&[head, body])
-        .await
-        .map_err(TransportError::Io)?;
     let mut buf = Vec::new();
     loop {
         let (n, at) = reader

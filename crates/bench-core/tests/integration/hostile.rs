@@ -22,6 +22,8 @@ enum Misbehaviour {
     Silent,
     /// Sends the 200 head, then closes.
     CloseAfterHeaders,
+    /// Reads the request and closes without a word.
+    CloseUnanswered,
     /// One token event, then silence.
     StallAfterOneEvent,
 }
@@ -79,6 +81,7 @@ async fn answer(mut sock: tokio::net::TcpStream, how: Misbehaviour) {
             Ok(())
         }
         Misbehaviour::CloseAfterHeaders => sock.write_all(SSE_HEAD).await,
+        Misbehaviour::CloseUnanswered => Ok(()),
         Misbehaviour::StallAfterOneEvent => {
             let _ = sock.write_all(SSE_HEAD).await;
             let _ = sock.write_all(&chunk(format!("{EVENT}\n\n").as_bytes())).await;
@@ -157,6 +160,16 @@ async fn invalid_utf8_redirects_and_early_closes_are_named() {
     both_fail(Misbehaviour::InvalidUtf8, "malformed_event", |_| {}).await;
     both_fail(Misbehaviour::Redirect, "http_302", |_| {}).await;
     both_fail(Misbehaviour::CloseAfterHeaders, "stream_cut", |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_server_drops_unanswered_is_a_cut_reply_not_a_failure_to_connect() {
+    // The connection opened and the request went out: "is the server up, is the URL right?"
+    // (a connect failure's advice) would mislead. Both transports say the same.
+    for r in both_fail(Misbehaviour::CloseUnanswered, "stream_cut", |_| {}).await {
+        let example = &r.metrics.failures["stream_cut"].example;
+        assert!(example.contains("before the response head"), "{example}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
