@@ -61,6 +61,7 @@ pub fn table(r: &RunReport) -> String {
         &m.e2el_ms,
         &r.config.percentiles,
     );
+    steady_state(&mut out, r);
     client(&mut out, r);
     server(&mut out, r);
     if !m.failures.is_empty() {
@@ -141,6 +142,59 @@ fn totals(out: &mut String, r: &RunReport) {
         "Interactivity (tok/s/user):",
         format!("{:.2}", m.interactivity),
     );
+}
+
+/// The figures over the window at the concurrency limit, beside the whole run's.
+fn steady_state(out: &mut String, r: &RunReport) {
+    let Some(s) = &r.metrics.steady_state else {
+        return;
+    };
+    let m = &r.metrics;
+    let _ = writeln!(
+        out,
+        "{:-^WIDTH$}",
+        format!(" Steady state ({}+ in flight) ", s.level)
+    );
+    let _ = writeln!(
+        out,
+        "{:<40} {:.2}-{:.2} ({:.0}% of it at the level)",
+        "Window (s from first send):",
+        s.start.as_secs_f64(),
+        s.end.as_secs_f64(),
+        s.held_share * 100.0
+    );
+    let trust = if s.trusted { "" } else { ", too few to trust" };
+    let _ = writeln!(
+        out,
+        "{:<40} {} ({:.0}%{trust})",
+        "Requests inside:",
+        s.requests,
+        s.request_share * 100.0
+    );
+    for (label, steady, whole) in [
+        (
+            "Output tok/s steady / whole:",
+            s.output_throughput,
+            m.output_throughput,
+        ),
+        (
+            "Input tok/s steady / whole:",
+            s.input_throughput,
+            m.input_throughput,
+        ),
+        (
+            "Median TTFT steady / whole (ms):",
+            s.latency.ttft.median,
+            m.ttft_ms.median,
+        ),
+        (
+            "Median TPOT steady / whole (ms):",
+            s.latency.tpot.median,
+            m.tpot_ms.median,
+        ),
+    ] {
+        let _ = writeln!(out, "{label:<40} {steady:.2} / {whole:.2}");
+    }
 }
 
 /// Where the event times came from and what the client cost.
@@ -249,6 +303,13 @@ pub fn warnings(r: &RunReport) -> Vec<String> {
         w.push(format!(
             "{} requests had no usage from the server: their output tokens were counted by the client's tokenizer",
             m.usage_fallbacks
+        ));
+    }
+    if let Some(s) = m.steady_state.as_ref().filter(|s| !s.trusted) {
+        w.push(format!(
+            "the steady state holds {} completed requests, fewer than the {} its figures need to stand for the plateau (at least 10, and at least the concurrency): send more prompts (10 x the concurrency or more)",
+            s.requests,
+            crate::steady::MIN_REQUESTS.max(r.config.max_concurrency.map_or(0, |n| n.get()))
         ));
     }
     if m.short_outputs > 0 {

@@ -31,6 +31,7 @@ pub mod server_metrics;
 mod socket;
 mod standard;
 pub mod stats;
+pub mod steady;
 pub mod stream;
 pub mod tls;
 pub mod tokenizer;

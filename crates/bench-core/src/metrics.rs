@@ -56,6 +56,8 @@ pub struct RunMetrics {
     /// end (its last event's arrival) to the send of the request that took its slot, ms
     /// ([`turnarounds`]).
     pub turnaround_ms: Option<Distribution>,
+    /// With a concurrency limit, the figures over the window in which the run stayed at it.
+    pub steady_state: Option<crate::steady::SteadyState>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -116,19 +118,22 @@ pub fn compute(
         prompt_check: prompt_check(&ok),
         send_lag_ms: (!lags.is_empty()).then(|| Distribution::from_samples(&lags, percentiles)),
         turnaround_ms: None,
+        steady_state: None,
     }
 }
 
 /// The completed requests' latency distributions, ms.
-struct Latencies {
-    ttft: Distribution,
-    tpot: Distribution,
-    itl: Distribution,
-    e2el: Distribution,
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub ttft: Distribution,
+    pub tpot: Distribution,
+    pub itl: Distribution,
+    pub e2el: Distribution,
 }
 
 impl Latencies {
-    fn of(ok: &[&RequestRecord], percentiles: &[f64]) -> Self {
+    /// The distributions over `ok`, which are completed requests.
+    pub fn of(ok: &[&RequestRecord], percentiles: &[f64]) -> Self {
         let dist = |samples: Vec<f64>| Distribution::from_samples(&samples, percentiles);
         Self {
             ttft: dist(ok.iter().filter_map(|r| r.ttft()).map(ms).collect()),
@@ -139,7 +144,7 @@ impl Latencies {
     }
 
     /// 1000 / median TPOT: tokens per second per user; 0 when TPOT is undefined.
-    fn interactivity(&self) -> f64 {
+    pub fn interactivity(&self) -> f64 {
         if self.tpot.median > 0.0 {
             1000.0 / self.tpot.median
         } else {

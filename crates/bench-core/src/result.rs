@@ -13,7 +13,7 @@
 use crate::metrics::RunMetrics;
 use crate::report::RunReport;
 use crate::stats::Distribution;
-use bench_result::sections::{Distributions, OutputCounts, PerGpu, Summary, Tool};
+use bench_result::sections::{Distributions, OutputCounts, PerGpu, SteadyWindow, Summary, Tool};
 pub use bench_result::{percentile_label, ResultFile, SCHEMA_VERSION};
 use bench_result::{Metric, Stat};
 use serde_json::{json, Value};
@@ -119,6 +119,7 @@ fn own_keys(f: &mut ResultFile, r: &RunReport) {
     f.prompt_lengths = Some(r.prompt_stats.clone());
     f.server_prompt_tokens = Some(m.prompt_check.clone());
     f.distributions_ms = Some(distributions(m));
+    f.steady_state = m.steady_state.as_ref().map(steady_window);
     f.warmup = r.warmup;
     f.client = Some(r.client.clone());
     f.server = Some(r.server.clone());
@@ -186,6 +187,26 @@ fn distributions(m: &RunMetrics) -> Distributions {
         e2el: summary(&m.e2el_ms),
         send_lag: m.send_lag_ms.as_ref().map(summary),
         turnaround: m.turnaround_ms.as_ref().map(summary),
+    }
+}
+
+fn steady_window(s: &crate::steady::SteadyState) -> SteadyWindow {
+    SteadyWindow {
+        level: s.level as u64,
+        start_s: s.start.as_secs_f64(),
+        end_s: s.end.as_secs_f64(),
+        held_share: s.held_share,
+        requests: s.requests as u64,
+        request_share: s.request_share,
+        trusted: s.trusted,
+        request_throughput: s.request_throughput,
+        input_throughput: s.input_throughput,
+        output_throughput: s.output_throughput,
+        interactivity: s.latency.interactivity(),
+        ttft: summary(&s.latency.ttft),
+        tpot: summary(&s.latency.tpot),
+        itl: summary(&s.latency.itl),
+        e2el: summary(&s.latency.e2el),
     }
 }
 

@@ -200,10 +200,14 @@ async fn measure(
     }
 }
 
-/// Every figure of the measured phase, and the closed loop's turnarounds when there is one.
+/// Every figure of the measured phase, the steady state under a concurrency limit, and the
+/// closed loop's turnarounds when there is one.
 fn figures(config: &RunConfig, records: &[RequestRecord]) -> RunMetrics {
     let percentiles = with_required(&config.percentiles);
     let mut metrics = metrics::compute(records, &percentiles, &config.goodput, config.ignore_eos);
+    metrics.steady_state = config
+        .max_concurrency
+        .and_then(|limit| crate::steady::window(records, limit.get(), &percentiles));
     if let (Some(slots), RequestRate::Infinite) = (config.max_concurrency, config.request_rate) {
         let gaps = metrics::turnarounds(records, slots.get());
         metrics.turnaround_ms = (!gaps.is_empty())

@@ -79,6 +79,7 @@ pub struct ResultFile {
     pub prompt_lengths: Option<PromptLengths>,
     pub server_prompt_tokens: Option<PromptCheck>,
     pub distributions_ms: Option<Distributions>,
+    pub steady_state: Option<SteadyWindow>,
     pub warmup: Option<Warmup>,
     pub client: Option<ClientSection>,
     pub server: Option<ServerSection>,

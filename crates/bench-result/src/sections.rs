@@ -95,6 +95,33 @@ pub struct Distributions {
     pub turnaround: Option<Summary>,
 }
 
+/// `steady_state`: the run's figures over the window in which the requests in flight stayed at
+/// the concurrency limit (docs/metrics.md, "Steady state").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SteadyWindow {
+    /// Requests in flight that count as at the limit: `max(1, floor(0.95 x limit))`.
+    pub level: u64,
+    /// The window's bounds, seconds from the run's first send.
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Share of the window with at least `level` requests in flight.
+    pub held_share: f64,
+    /// Completed requests sent and ended inside the window, and their share of all completed.
+    pub requests: u64,
+    pub request_share: f64,
+    /// Enough requests inside to stand for the plateau (docs/metrics.md states the rule).
+    pub trusted: bool,
+    pub request_throughput: f64,
+    pub input_throughput: f64,
+    pub output_throughput: f64,
+    pub interactivity: f64,
+    pub ttft: Summary,
+    pub tpot: Summary,
+    pub itl: Summary,
+    pub e2el: Summary,
+}
+
 /// `warmup`: the phase before the measured one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

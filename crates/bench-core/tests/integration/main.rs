@@ -6,6 +6,7 @@ mod hostile;
 mod measure;
 mod prompts;
 mod schema;
+mod steady;
 mod support;
 mod tls;
 mod tokenizer_hub;

@@ -14,6 +14,8 @@ async fn result_files_match_the_schema_and_carry_every_key() {
     let sim = fixed_sim(5, 1, |c| c.faults.http_500 = 0.3).await;
     let mut c = config(&sim.url(), 10, 64, 8);
     c.save_detailed = true;
+    // A limit, so the steady state is written too.
+    c.max_concurrency = std::num::NonZeroUsize::new(4);
     c.percentiles = vec![50.0, 99.9];
     c.metadata = vec![
         ("tp".into(), "4".into()),
