@@ -11,13 +11,15 @@
 //! The model is `bench_result`'s, the one every reader uses too.
 
 use crate::metrics::RunMetrics;
+use crate::record::FailureReason;
 use crate::report::RunReport;
 use crate::stats::Distribution;
+use bench_result::requests::RequestLine;
 use bench_result::sections::{Distributions, OutputCounts, PerGpu, SteadyWindow, Summary, Tool};
 pub use bench_result::{percentile_label, ResultFile, SCHEMA_VERSION};
 use bench_result::{Metric, Stat};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Builds the whole result.
 pub fn to_file(report: &RunReport) -> ResultFile {
@@ -232,6 +234,52 @@ fn detailed(f: &mut ResultFile, r: &RunReport) {
             })
             .collect(),
     );
+}
+
+/// The per-request lines of a run (`bench_result::requests`), in the order requests were sent;
+/// each output event's time too when `--save-detailed` asked for it.
+pub fn request_lines(report: &RunReport) -> Vec<RequestLine> {
+    let records = &report.records;
+    let Some(t0) = records.iter().map(|r| r.sent).min() else {
+        return Vec::new();
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut lines: Vec<RequestLine> = records
+        .iter()
+        .map(|r| RequestLine {
+            index: r.index as u64,
+            request_id: r.request_id.clone(),
+            ok: r.is_success(),
+            reason: r.outcome.as_ref().err().map(FailureReason::group),
+            error: r.outcome.as_ref().err().map(ToString::to_string),
+            sent_s: (r.sent - t0).as_secs_f64(),
+            queue_ms: r.send_lag().map(ms),
+            ttft_ms: r.ttft().filter(|_| r.is_success()).map(ms),
+            tpot_ms: r.tpot().filter(|_| r.is_success()).map(ms),
+            e2el_ms: r.e2el().filter(|_| r.is_success()).map(ms),
+            end_s: (r.ended - t0).as_secs_f64(),
+            input_tokens: r.input_tokens,
+            server_prompt_tokens: r.server_prompt_tokens,
+            output_tokens: r.output_tokens,
+            events: r.output_events.len() as u64,
+            multi_token_events: u64::from(r.multi_token_events),
+            event_ms: report
+                .config
+                .save_detailed
+                .then(|| r.output_events.iter().map(|t| ms(*t - r.sent)).collect()),
+        })
+        .collect();
+    lines.sort_by(|a, b| a.sent_s.total_cmp(&b.sent_s).then(a.index.cmp(&b.index)));
+    lines
+}
+
+/// Writes the per-request file beside the result file `result_path` (`x.requests.jsonl` beside
+/// `x.json`), atomically, and returns its path.
+pub fn write_requests(result_path: &Path, report: &RunReport) -> std::io::Result<PathBuf> {
+    let path = bench_result::requests::path_for(result_path);
+    let text = bench_result::requests::to_jsonl(&request_lines(report));
+    bench_result::atomic::write(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 /// Writes one JSON line per measured request with its raw instants as CLOCK_MONOTONIC

@@ -13,9 +13,11 @@
 //! A key of the wrong type is an error naming it ([`ReadError`]). Keys the model does not name
 //! (percentile labels, metadata pairs, another tool's extras) are kept in [`ResultFile::extra`],
 //! in order. This crate needs no runtime, tokenizer or TLS: it is what a laptop's `plot` links.
-//! [`atomic`] writes files as every writer here must: whole or not at all.
+//! [`atomic`] writes files as every writer here must: whole or not at all. [`requests`] is the
+//! per-request file written beside each result.
 
 pub mod atomic;
+pub mod requests;
 pub mod sections;
 pub mod settings;
 

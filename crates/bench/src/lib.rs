@@ -88,7 +88,8 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
     })
 }
 
-/// Prints the summary and warnings, then writes the result file; if `path` cannot be written
+/// Prints the summary and warnings, then writes the result file and the per-request file beside
+/// it; if `path` cannot be written
 /// after all (the disk filled, the folder went away), writes it to a temporary file instead and
 /// says where, so the measurement is not lost.
 pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Result<()> {
@@ -98,7 +99,10 @@ pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Resul
     }
     let value = result::to_json(report);
     match result::write_atomic(path, &value) {
-        Ok(()) => eprintln!("result written to {}", path.display()),
+        Ok(()) => {
+            eprintln!("result written to {}", path.display());
+            write_requests(report, path);
+        }
         Err(e) => {
             let rescue = std::env::temp_dir().join(format!(
                 "inferperf-{}-{}.json",
@@ -117,10 +121,23 @@ pub fn write_report(report: &RunReport, path: &std::path::Path) -> anyhow::Resul
                 path.display(),
                 rescue.display()
             );
+            write_requests(report, &rescue);
             anyhow::bail!("the result file {} could not be written", path.display());
         }
     }
     Ok(())
+}
+
+/// Writes the per-request file beside the result at `result_path`; a failure is a warning, as
+/// the result itself is written.
+fn write_requests(report: &RunReport, result_path: &std::path::Path) {
+    match result::write_requests(result_path, report) {
+        Ok(path) => eprintln!("per-request detail written to {}", path.display()),
+        Err(e) => eprintln!(
+            "warning: cannot write the per-request file beside {} ({e}); the result has every figure",
+            result_path.display()
+        ),
+    }
 }
 
 /// Fails with a usage error naming `flag` when `path` is a folder or its folder cannot be

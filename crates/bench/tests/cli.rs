@@ -365,3 +365,64 @@ fn a_result_that_cannot_be_written_at_the_end_goes_to_a_temporary_file() {
     assert_eq!(v["completed"], 4, "the whole measurement is there");
     std::fs::remove_file(rescue).expect("clean up");
 }
+
+#[test]
+fn every_request_has_a_line_in_the_file_beside_the_result() {
+    let sim = Sim::start(|c| c.faults.http_500 = 0.3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run.json");
+    bench(
+        &sim.url(),
+        &out,
+        &[
+            "--max-concurrency",
+            "2",
+            "--save-detailed",
+            "--disable-tqdm",
+        ],
+    )
+    .assert()
+    .stderr(predicate::str::contains("run.requests.jsonl"));
+    let v = read(&out);
+    let text = std::fs::read_to_string(dir.path().join("run.requests.jsonl")).expect("the file");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 6, "one line per measured request");
+    // In the order sent, from the first send.
+    let sent: Vec<f64> = lines
+        .iter()
+        .map(|l| l["sent_s"].as_f64().expect("sent_s"))
+        .collect();
+    assert_eq!(sent[0], 0.0);
+    assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+    let ok: Vec<&serde_json::Value> = lines.iter().filter(|l| l["ok"] == true).collect();
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["ok"] == false).collect();
+    assert_eq!(ok.len() as u64, v["completed"].as_u64().expect("completed"));
+    for l in &failed {
+        assert_eq!(l["reason"], "http_500");
+        assert!(l["ttft_ms"].is_null());
+    }
+    // The lines' figures are the ones the result summarises.
+    let mut ttfts: Vec<f64> = ok
+        .iter()
+        .map(|l| l["ttft_ms"].as_f64().expect("ttft"))
+        .collect();
+    ttfts.sort_by(f64::total_cmp);
+    assert_eq!(ttfts[0], v["distributions_ms"]["ttft"]["min"]);
+    assert_eq!(ttfts[ttfts.len() - 1], v["distributions_ms"]["ttft"]["max"]);
+    for l in &ok {
+        assert_eq!(l["output_tokens"], 8);
+        let events = l["event_ms"]
+            .as_array()
+            .expect("--save-detailed adds event times");
+        assert_eq!(events.len() as u64, l["events"].as_u64().expect("events"));
+        assert_eq!(
+            events[0], l["ttft_ms"],
+            "the first event is the first token"
+        );
+        let request_id = l["request_id"].as_str().expect("request id");
+        assert!(request_id.starts_with("inferperf-"), "{request_id}");
+    }
+}

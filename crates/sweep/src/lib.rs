@@ -472,7 +472,8 @@ impl Session {
         cell_config(&self.plan.base, cell, &self.url, 0).settings()
     }
 
-    /// Moves `path` into `superseded/` under a name that says when, and returns where.
+    /// Moves `path`, and its per-request file if it has one, into `superseded/` under a name
+    /// that says when, and returns where the result went.
     fn set_aside(&self, path: &Path) -> anyhow::Result<PathBuf> {
         let dir = self.plan.results_dir.join("superseded");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -490,6 +491,13 @@ impl Session {
             .unwrap_or_else(|| dir.join(format!("{stem}.{when}.json")));
         std::fs::rename(path, &target)
             .with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
+        let requests = bench_result::requests::path_for(path);
+        if requests.exists() {
+            let beside = bench_result::requests::path_for(&target);
+            std::fs::rename(&requests, &beside).with_context(|| {
+                format!("moving {} to {}", requests.display(), beside.display())
+            })?;
+        }
         Ok(target)
     }
 
@@ -535,8 +543,7 @@ impl Session {
         let name = plan.name.as_str();
         if let Some(line) = slower {
             let partial = cell.free_partial(&plan.results_dir, name, plan.base.tp, attempt);
-            result::write_atomic(&partial, &value)
-                .with_context(|| format!("writing {}", partial.display()))?;
+            write_run(&partial, &value, &report)?;
             self.say(&format!(
                 "  {line}; the late attempt is kept as {}",
                 partial.display()
@@ -544,15 +551,13 @@ impl Session {
             return Ok(Attempt::SimulatorLate);
         }
         if complete {
-            result::write_atomic(done, &value)
-                .with_context(|| format!("writing {}", done.display()))?;
+            write_run(done, &value, &report)?;
             let mut row = CellRow::from_file(name, cell, done, CellStatus::Done);
             row.seconds = Some(seconds);
             return Ok(Attempt::Ended(Box::new(row)));
         }
         let partial = cell.free_partial(&plan.results_dir, name, plan.base.tp, attempt);
-        result::write_atomic(&partial, &value)
-            .with_context(|| format!("writing {}", partial.display()))?;
+        write_run(&partial, &value, &report)?;
         if report.interrupted {
             let mut row = CellRow::from_file(name, cell, &partial, CellStatus::Interrupted);
             row.seconds = Some(seconds);
@@ -572,4 +577,16 @@ impl Session {
         ));
         Ok(Attempt::Incomplete { partial, seconds })
     }
+}
+
+/// Writes a run's result file, then its per-request file beside it.
+fn write_run(
+    path: &Path,
+    value: &serde_json::Value,
+    report: &bench_core::RunReport,
+) -> anyhow::Result<()> {
+    result::write_atomic(path, value).with_context(|| format!("writing {}", path.display()))?;
+    result::write_requests(path, report)
+        .with_context(|| format!("writing the per-request file beside {}", path.display()))?;
+    Ok(())
 }

@@ -157,6 +157,19 @@ fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
     assert_eq!(cell["config"]["ignore_eos"], true);
     assert_eq!(cell["config"]["prompt"]["range_ratio"], 0.2);
     assert_eq!(cell["warmup"]["requests"], 2);
+    // Each cell's requests, one line each, beside it.
+    for name in cell_files(dir.path()) {
+        let path = bench_result::requests::path_for(&dir.path().join(&name));
+        let lines = bench_result::requests::read(&path).expect("per-request file");
+        let conc: usize = name
+            .trim_end_matches(".json")
+            .rsplit("conc")
+            .next()
+            .and_then(|c| c.parse().ok())
+            .expect("concurrency in the name");
+        assert_eq!(lines.len(), conc * 3, "{name}");
+        assert!(lines.iter().all(|l| l.ok && l.output_tokens == 8), "{name}");
+    }
     // A second run skips every finished cell.
     sweep(dir.path(), &["--base-url", &sim.url()])
         .assert()
@@ -360,11 +373,21 @@ fn cells_measured_otherwise_are_kept_aside_or_beside_never_overwritten() {
         .expect("superseded folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
+    let named = |suffix: &str| {
+        superseded
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .count()
+    };
     assert_eq!(
-        superseded.len(),
-        4,
-        "every earlier cell is kept: {superseded:?}"
+        (named(".json"), superseded.len()),
+        (4, 8),
+        "every earlier cell is kept, each with its per-request file: {superseded:?}"
     );
+    for p in superseded.iter().filter(|p| p.to_string_lossy().ends_with(".json")) {
+        let requests = bench_result::requests::path_for(p);
+        assert!(requests.is_file(), "{} beside {}", requests.display(), p.display());
+    }
     assert!(
         superseded
             .iter()
