@@ -61,6 +61,17 @@ pub fn table(r: &RunReport) -> String {
         &m.e2el_ms,
         &r.config.percentiles,
     );
+    if let Some(queue) = &m.send_lag_ms {
+        // Rate mode: the time from a request's scheduled arrival to its send, kept apart from
+        // the latencies above, which start at the send.
+        section(
+            &mut out,
+            "Queue time (arrival to send)",
+            "queue",
+            queue,
+            &r.config.percentiles,
+        );
+    }
     steady_state(&mut out, r);
     client(&mut out, r);
     server(&mut out, r);
