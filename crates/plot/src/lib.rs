@@ -3,6 +3,7 @@
 //! [`load`] reads files from inferperf, the Python sweep script and `vllm bench serve` into one
 //! shape; [`series`] turns runs into series (pure functions); [`render`] draws them.
 
+pub mod detail;
 pub mod load;
 pub mod render;
 pub mod series;
@@ -22,7 +23,14 @@ pub enum Kind {
     Pareto,
     /// Median and P99 TTFT and TPOT against ISL.
     Latency,
-    /// Every chart, each beside the output name.
+    /// The distribution of TTFT and TPOT, one line per concurrency: one chart per ISL, from
+    /// the per-request files beside the results.
+    Cdf,
+    /// One run over time: requests in flight (and waiting for a slot) and output tok/s: one
+    /// chart per result file matched, from the per-request file beside it.
+    Timeline,
+    /// The four charts drawn from the results' figures (throughput, sla, pareto, latency), each
+    /// beside the output name.
     All,
 }
 
@@ -191,10 +199,18 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
             if groups.len() > 1 {
                 path = with_suffix(&path, &config.slug);
             }
-            draw_one(o, kind, runs, &title, &path)?;
-            written.push(path);
+            for chart in charts(o, kind, runs, &title, &path) {
+                draw_one(o, &chart)?;
+                written.push(chart.path);
+            }
         }
     }
+    anyhow::ensure!(
+        !written.is_empty(),
+        "no chart drawn: the --kind {} charts need the per-request files (x.requests.jsonl) \
+         beside the result files, which inferperf's bench and sweep write",
+        o.kind.name()
+    );
     Ok(written)
 }
 
@@ -273,29 +289,100 @@ fn with_suffix(path: &Path, slug: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Draws one chart of `runs` into `path`.
-fn draw_one(
-    o: &Options,
-    kind: Kind,
-    runs: &[load::Run],
-    title: &str,
-    path: &Path,
-) -> anyhow::Result<()> {
-    let panels = match kind {
-        Kind::Throughput => series::throughput(runs),
-        Kind::Sla => series::sla(runs, &o.ttft_slas, &o.tpot_slas),
-        Kind::Pareto => series::pareto(runs),
-        Kind::Latency | Kind::All => series::latency(runs),
+/// One chart to draw: where, its title, its panels, and how many runs it shows.
+struct Chart {
+    path: PathBuf,
+    title: String,
+    panels: Vec<series::Panel>,
+    runs: usize,
+}
+
+/// The charts of `kind` for one configuration's `runs`: one for the figures' kinds, one per
+/// ISL for the distributions, one per run for timelines (runs without a per-request file are
+/// skipped with a warning).
+fn charts(o: &Options, kind: Kind, runs: &[load::Run], title: &str, path: &Path) -> Vec<Chart> {
+    let one = |panels| {
+        vec![Chart {
+            path: path.to_path_buf(),
+            title: title.to_string(),
+            panels,
+            runs: runs.len(),
+        }]
     };
+    match kind {
+        Kind::Throughput => one(series::throughput(runs)),
+        Kind::Sla => one(series::sla(runs, &o.ttft_slas, &o.tpot_slas)),
+        Kind::Pareto => one(series::pareto(runs)),
+        Kind::Latency | Kind::All => one(series::latency(runs)),
+        Kind::Cdf => {
+            let detailed = detailed(runs);
+            let isls: std::collections::BTreeSet<u64> =
+                detailed.iter().map(|d| d.run.isl).collect();
+            isls.iter()
+                .map(|&isl| {
+                    let at: Vec<detail::Detailed> = detailed
+                        .iter()
+                        .filter(|d| d.run.isl == isl)
+                        .cloned()
+                        .collect();
+                    Chart {
+                        path: if isls.len() > 1 {
+                            with_suffix(path, &format!("isl{isl}"))
+                        } else {
+                            path.to_path_buf()
+                        },
+                        title: format!("{title}, ISL {isl}"),
+                        panels: detail::distributions(&at),
+                        runs: at.len(),
+                    }
+                })
+                .collect()
+        }
+        Kind::Timeline => detailed(runs)
+            .iter()
+            .map(|d| Chart {
+                path: if runs.len() > 1 {
+                    let stem = d.run.file.file_stem().unwrap_or_default();
+                    with_suffix(path, &stem.to_string_lossy())
+                } else {
+                    path.to_path_buf()
+                },
+                title: title.to_string(),
+                panels: detail::timeline(d, TIMELINE_BINS),
+                runs: 1,
+            })
+            .collect(),
+    }
+}
+
+/// Intervals a timeline's token rate is counted in.
+const TIMELINE_BINS: usize = 120;
+
+/// The runs with their per-request files; those without one are named in a warning.
+fn detailed(runs: &[load::Run]) -> Vec<detail::Detailed> {
+    runs.iter()
+        .filter_map(|r| match detail::read(r) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("warning: skipped {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Draws one chart.
+fn draw_one(o: &Options, chart: &Chart) -> anyhow::Result<()> {
+    let path = &chart.path;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--output: cannot create {}", dir.display()))?;
     }
-    render::render(path, title, &panels, (o.width, o.height))
+    render::render(path, &chart.title, &chart.panels, (o.width, o.height))
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("drawing {}", path.display()))?;
-    let s = if runs.len() == 1 { "" } else { "s" };
-    eprintln!("wrote {} ({} run{s})", path.display(), runs.len());
+    let s = if chart.runs == 1 { "" } else { "s" };
+    eprintln!("wrote {} ({} run{s})", path.display(), chart.runs);
     Ok(())
 }
 
@@ -329,6 +416,8 @@ impl Kind {
             Self::Sla => "sla",
             Self::Pareto => "pareto",
             Self::Latency => "latency",
+            Self::Cdf => "cdf",
+            Self::Timeline => "timeline",
             Self::All => "all",
         }
     }

@@ -383,6 +383,16 @@ fn draw_dual<'a, DB: DrawingBackend + 'a>(
         if pts.is_empty() {
             continue;
         }
+        if s.style == Style::Line {
+            // In the legend beside the left axis's lines, so each colour says what it is.
+            chart
+                .draw_secondary_series(LineSeries::new(pts, color.stroke_width(2)))?
+                .label(format!("{} (right axis)", s.label))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            continue;
+        }
         chart.draw_secondary_series(DashedLineSeries::new(
             pts.clone(),
             6,
@@ -485,6 +495,7 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
             }
             Ok(())
         }
+        Style::Line => draw_line(chart, &pts, s, color, in_legend),
         _ => {
             draw_line(chart, &pts, s, color, in_legend)?;
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;

@@ -19,6 +19,8 @@ pub struct Series {
 /// How a series is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
+    /// A line through many points, without markers (distributions, timelines).
+    Line,
     LineWithMarkers,
     DashedWithMarkers,
     GreyPoints,
@@ -190,20 +192,30 @@ pub const SECONDS_PAST_MS: f64 = 10_000.0;
 /// `series` in milliseconds, or in seconds when any value passes [`SECONDS_PAST_MS`] (an axis of
 /// 30,000 ms reads worse than 30 s); returns the unit.
 fn in_seconds_past(mut series: Vec<Series>) -> (Vec<Series>, &'static str) {
+    let unit = scale_to_seconds_past(&mut series, |p| &mut p.1);
+    (series, unit)
+}
+
+/// The coordinate `axis` picks of every point in milliseconds, or in seconds when any passes
+/// [`SECONDS_PAST_MS`]; returns the unit.
+pub fn scale_to_seconds_past(
+    series: &mut [Series],
+    axis: fn(&mut (f64, f64)) -> &mut f64,
+) -> &'static str {
     let max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .iter_mut()
+        .flat_map(|s| s.points.iter_mut().map(|p| *axis(p)))
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
     if max <= SECONDS_PAST_MS {
-        return (series, "ms");
+        return "ms";
     }
-    for s in &mut series {
+    for s in series.iter_mut() {
         for p in &mut s.points {
-            p.1 /= 1e3;
+            *axis(p) /= 1e3;
         }
     }
-    (series, "s")
+    "s"
 }
 
 /// For each ISL, the best `value` among runs whose `latency` is at most `limit`.

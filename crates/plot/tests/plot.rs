@@ -589,3 +589,64 @@ fn every_chart_kind_draws_each_legend_entry_visibly_with_units_on_every_axis() {
         }
     }
 }
+
+/// The distribution and timeline charts from a sweep's own per-request files: every completed
+/// request is on its line, the chart is drawn, and a folder without such files is named as such.
+#[test]
+fn distributions_and_timelines_come_from_the_per_request_files() {
+    let results = fixtures("requests");
+    let (runs, _) = load::load_dir(&results, "*.json").expect("loads");
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        let d = plot::detail::read(run).expect("a per-request file beside it");
+        let result = json(&run.file);
+        assert_eq!(d.requests.len() as f64, key(&result, "completed"));
+        let panels = plot::detail::distributions(std::slice::from_ref(&d));
+        let ttft = &panels[0].series[0].points;
+        // The distribution ends at the slowest request, at share 1.
+        let slowest = result["distributions_ms"]["ttft"]["max"]
+            .as_f64()
+            .expect("max");
+        assert_eq!(ttft.last().copied(), Some((slowest, 1.0)));
+        assert!(ttft.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1));
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let cdf = plot::run(&args(
+        &results,
+        &out.path().join("cdf.png"),
+        plot::Kind::Cdf,
+    ))
+    .expect("renders");
+    assert_eq!(cdf, [out.path().join("cdf.png")], "one ISL, one chart");
+    let timelines = plot::run(&args(
+        &results,
+        &out.path().join("timeline.png"),
+        plot::Kind::Timeline,
+    ))
+    .expect("renders");
+    assert_eq!(
+        timelines,
+        [
+            out.path().join("timeline_demo_tp1_isl1024_osl64_conc4.png"),
+            out.path()
+                .join("timeline_demo_tp1_isl1024_osl64_conc16.png"),
+        ],
+        "one chart per run"
+    );
+    for path in cdf.iter().chain(&timelines) {
+        let (w, h, ink) = png_ink(path);
+        assert_eq!((w, h), (900, 400));
+        assert!(ink > 2000, "{} looks blank", path.display());
+    }
+    // Files with no per-request file beside them: nothing to draw, and the error says why.
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .args(["--kind", "cdf", "--results-dir"])
+        .arg(fixtures("python"))
+        .arg("--output")
+        .arg(out.path().join("none.png"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no per-request file beside"))
+        .stderr(predicate::str::contains("x.requests.jsonl"));
+}

@@ -384,9 +384,17 @@ fn cells_measured_otherwise_are_kept_aside_or_beside_never_overwritten() {
         (4, 8),
         "every earlier cell is kept, each with its per-request file: {superseded:?}"
     );
-    for p in superseded.iter().filter(|p| p.to_string_lossy().ends_with(".json")) {
+    for p in superseded
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".json"))
+    {
         let requests = bench_result::requests::path_for(p);
-        assert!(requests.is_file(), "{} beside {}", requests.display(), p.display());
+        assert!(
+            requests.is_file(),
+            "{} beside {}",
+            requests.display(),
+            p.display()
+        );
     }
     assert!(
         superseded
