@@ -48,11 +48,24 @@ fn stop_moment(case: u64, span: Duration) -> Duration {
     span.mul_f64(1.1 * (case as f64 + u) / CASES as f64)
 }
 
-/// Only the result file, never a temporary one, is left in `dir`.
+/// Only the result file and, once it is there, its per-request file (whole), never a temporary
+/// one, are left in `dir`.
 fn assert_no_leftovers(dir: &Path, case: u64) {
     for entry in std::fs::read_dir(dir).expect("dir").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        assert_eq!(name, "run.json", "case {case}: {name} left behind");
+        match name.as_str() {
+            "run.json" => {}
+            "run.requests.jsonl" => {
+                assert!(
+                    dir.join("run.json").is_file(),
+                    "case {case}: per-request file without its result"
+                );
+                let lines = bench_result::requests::read(&entry.path())
+                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                assert!(lines.len() as u64 <= PROMPTS, "case {case}");
+            }
+            other => panic!("case {case}: {other} left behind"),
+        }
     }
 }
 
