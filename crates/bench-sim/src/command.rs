@@ -95,6 +95,18 @@ pub struct Cli {
     /// Without ignore_eos: the chance a request stops early.
     #[arg(long, default_value_t = 0.5)]
     early_eos: f64,
+    /// Liberty rate: the last token's event carries no finish_reason.
+    #[arg(long, default_value_t = 0.0)]
+    liberty_no_finish_reason: f64,
+    /// Liberty rate: stop early even under ignore_eos (silently shortened output).
+    #[arg(long, default_value_t = 0.0)]
+    liberty_shorten: f64,
+    /// Liberty rate: one more token event after [DONE].
+    #[arg(long, default_value_t = 0.0)]
+    liberty_event_after_done: f64,
+    /// Liberty rate: usage.prompt_tokens one more than counted.
+    #[arg(long, default_value_t = 0.0)]
+    liberty_prompt_miscount: f64,
 }
 
 fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -156,6 +168,21 @@ impl Cli {
                 multi_token: rate("--fault-multi-token", self.fault_multi_token)?,
                 tokens_per_event: self.tokens_per_event,
                 early_eos: rate("--early-eos", self.early_eos)?,
+                liberties: crate::fault::Liberties {
+                    no_finish_reason: rate(
+                        "--liberty-no-finish-reason",
+                        self.liberty_no_finish_reason,
+                    )?,
+                    shorten: rate("--liberty-shorten", self.liberty_shorten)?,
+                    event_after_done: rate(
+                        "--liberty-event-after-done",
+                        self.liberty_event_after_done,
+                    )?,
+                    prompt_miscount: rate(
+                        "--liberty-prompt-miscount",
+                        self.liberty_prompt_miscount,
+                    )?,
+                },
             },
             tokenizer: self.tokenizer.clone(),
             slow_start: seconds("--slow-start-s", self.slow_start_s)?,

@@ -27,6 +27,49 @@ pub struct Faults {
     pub tokens_per_event: u32,
     /// Without `ignore_eos`, the chance a request stops early at a random point.
     pub early_eos: f64,
+    /// Liberties a server may take with a stream that still completes, which a client must
+    /// count rather than pass over.
+    pub liberties: Liberties,
+}
+
+/// Rates (each in [0, 1]) of a completed stream breaking the protocol's promises.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Liberties {
+    /// The last token's event has `finish_reason: null`.
+    pub no_finish_reason: f64,
+    /// Stop early with `finish_reason: "length"` even under `ignore_eos`: a server that silently
+    /// shortens output.
+    pub shorten: f64,
+    /// Send one more token event after `[DONE]`.
+    pub event_after_done: f64,
+    /// Report one prompt token more than it counted in `usage.prompt_tokens`.
+    pub prompt_miscount: f64,
+}
+
+/// Which liberties one request gets (see [`Liberties`]); `shorten_after` is the token count a
+/// shortened request stops at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLiberties {
+    pub no_finish_reason: bool,
+    pub shorten_after: Option<u64>,
+    pub event_after_done: bool,
+    pub prompt_miscount: bool,
+}
+
+impl RequestLiberties {
+    /// Their names, as the truth records them.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.no_finish_reason, "no_finish_reason"),
+            (self.shorten_after.is_some(), "shortened"),
+            (self.event_after_done, "event_after_done"),
+            (self.prompt_miscount, "prompt_miscount"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect()
+    }
 }
 
 /// A mid-stream fault and the output token after which it strikes.
@@ -45,8 +88,9 @@ pub struct RequestFaults {
     pub mid: Option<MidStream>,
     pub no_usage: bool,
     pub tokens_per_event: u32,
-    /// End of sequence after this many tokens (only without `ignore_eos`).
+    /// End of sequence after this many tokens (only without `ignore_eos`, unless shortened).
     pub eos_after: Option<u64>,
+    pub liberties: RequestLiberties,
 }
 
 impl Faults {
@@ -54,17 +98,16 @@ impl Faults {
     /// [1, max_tokens - 1], so at least one token arrives first.
     pub fn decide(&self, seed: u64, id: u64, max_tokens: u64, ignore_eos: bool) -> RequestFaults {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut hit = |rate: f64| rate > 0.0 && rng.random_bool(rate.min(1.0));
-        let http_500 = hit(self.http_500);
+        let http_500 = hit(&mut rng, self.http_500);
         let kinds = [
-            (hit(self.error_event), 0),
-            (hit(self.cut), 1),
-            (hit(self.malformed), 2),
-            (hit(self.stall), 3),
+            (hit(&mut rng, self.error_event), 0),
+            (hit(&mut rng, self.cut), 1),
+            (hit(&mut rng, self.malformed), 2),
+            (hit(&mut rng, self.stall), 3),
         ];
-        let no_usage = hit(self.no_usage);
-        let multi = hit(self.multi_token);
-        let early = !ignore_eos && hit(self.early_eos);
+        let no_usage = hit(&mut rng, self.no_usage);
+        let multi = hit(&mut rng, self.multi_token);
+        let early = !ignore_eos && hit(&mut rng, self.early_eos);
         let after = rng.random_range(1..max_tokens.max(2));
         let mid = kinds.iter().find(|(on, _)| *on).map(|(_, k)| match k {
             0 => MidStream::ErrorEvent(after),
@@ -72,6 +115,15 @@ impl Faults {
             2 => MidStream::Malformed(after),
             _ => MidStream::Stall(after, self.stall_for),
         });
+        let eos_after = early.then(|| rng.random_range(1..max_tokens.max(2)));
+        // Drawn after every other decision, so adding liberties changes none of those.
+        let l = &self.liberties;
+        let liberties = RequestLiberties {
+            no_finish_reason: hit(&mut rng, l.no_finish_reason),
+            shorten_after: hit(&mut rng, l.shorten).then(|| rng.random_range(1..max_tokens.max(2))),
+            event_after_done: hit(&mut rng, l.event_after_done),
+            prompt_miscount: hit(&mut rng, l.prompt_miscount),
+        };
         RequestFaults {
             http_500,
             mid,
@@ -81,9 +133,15 @@ impl Faults {
             } else {
                 1
             },
-            eos_after: early.then(|| rng.random_range(1..max_tokens.max(2))),
+            eos_after: liberties.shorten_after.or(eos_after),
+            liberties,
         }
     }
+}
+
+/// Whether a fault of `rate` strikes; draws nothing at rate 0.
+fn hit(rng: &mut ChaCha8Rng, rate: f64) -> bool {
+    rate > 0.0 && rng.random_bool(rate.min(1.0))
 }
 
 #[cfg(test)]
@@ -109,7 +167,8 @@ mod tests {
                 mid: None,
                 no_usage: false,
                 tokens_per_event: 1,
-                eos_after: None
+                eos_after: None,
+                liberties: RequestLiberties::default(),
             }
         );
     }

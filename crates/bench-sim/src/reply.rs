@@ -168,8 +168,10 @@ impl Reply {
             out.push_str(&EventWriter::frame(&self.writer.role()));
         }
         let text = std::mem::take(&mut self.pending_text);
+        let liberties = self.faults.liberties;
         match finish {
             None => self.writer.push_token_frame(&text, &mut out),
+            Some(_) if liberties.no_finish_reason => self.writer.push_token_frame(&text, &mut out),
             Some(f) => out.push_str(&EventWriter::frame(&self.writer.token(
                 &text,
                 Some(f.as_str()),
@@ -180,12 +182,16 @@ impl Reply {
         if finish.is_some() {
             self.finished = true;
             if self.include_usage && !self.faults.no_usage {
-                let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens);
+                let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens)
+                    + u64::from(liberties.prompt_miscount);
                 out.push_str(&EventWriter::frame(
                     &self.writer.usage(wire::usage(prompt, self.tokens)),
                 ));
             }
             out.push_str("data: [DONE]\n\n");
+            if liberties.event_after_done {
+                self.writer.push_token_frame("after", &mut out);
+            }
         }
         self.record_event(tokens);
         if finish.is_some() {

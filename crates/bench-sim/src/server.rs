@@ -402,6 +402,10 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         crate::fault::MidStream::Malformed(_) => "malformed",
         crate::fault::MidStream::Stall(..) => "stall",
     });
+    truth.liberties = faults.liberties.names();
+    if faults.no_usage && job.include_usage {
+        truth.liberties.push("no_usage");
+    }
     let reply = Reply::new(s, timeline, writer, faults, truth, job.include_usage);
     reply.respond(job.stream).await
 }

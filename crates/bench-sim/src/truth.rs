@@ -52,6 +52,9 @@ pub struct RequestTruth {
     /// The fault the simulator injected into this request, if any (`http_500`, `error_event`,
     /// `cut`, `malformed`, `stall`): whatever the client then did, this is what it was given.
     pub fault: Option<&'static str>,
+    /// Liberties taken with a stream that still completed (`no_finish_reason`, `shortened`,
+    /// `event_after_done`, `prompt_miscount`, and `no_usage` when usage was asked for).
+    pub liberties: Vec<&'static str>,
 }
 
 impl RequestTruth {
@@ -77,6 +80,7 @@ impl RequestTruth {
             events: Vec::with_capacity(room + 3),
             outcome: TruthOutcome::ClientGone,
             fault: None,
+            liberties: Vec::new(),
         }
     }
 
@@ -159,6 +163,7 @@ impl TruthLog {
             "event_tokens": t.events.iter().map(|e| e.tokens).collect::<Vec<_>>(),
             "outcome": t.outcome,
             "fault": t.fault,
+            "liberties": t.liberties,
         })
     }
 }
