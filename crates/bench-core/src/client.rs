@@ -13,7 +13,7 @@
 //! is the other choice: the same requests, records and outcomes, stamped when its body stream
 //! yields.
 
-use crate::record::{FailureReason, RequestRecord, TokenCountSource};
+use crate::record::{FailureReason, RequestRecord, StreamMarks, TokenCountSource};
 use crate::request::RequestPlan;
 use crate::standard::Standard;
 use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
@@ -161,7 +161,10 @@ impl Client {
                         decoder.feed(bytes, |frame| {
                             state.on_event(classify(frame, state.api), arrived);
                         });
-                        if decoder.pending_bytes() > MAX_EVENT_BYTES && state.failure.is_none() {
+                        if decoder.pending_bytes() > MAX_EVENT_BYTES
+                            && state.failure.is_none()
+                            && !state.done
+                        {
                             let too_long = TransportError::EventTooLong(MAX_EVENT_BYTES);
                             state.failure = Some(FailureReason::Malformed(too_long.to_string()));
                         }
@@ -186,7 +189,7 @@ impl Client {
             Err(e @ TransportError::ClosedBeforeHead(_)) => {
                 return Err(FailureReason::StreamCut(e.to_string()))
             }
-            Err(e @ TransportError::EventTooLong(_)) if state.failure.is_none() => {
+            Err(e @ TransportError::EventTooLong(_)) if state.failure.is_none() && !state.done => {
                 return Err(FailureReason::Malformed(e.to_string()))
             }
             Err(TransportError::Malformed(m)) => {
@@ -241,6 +244,8 @@ struct StreamState {
     usage_prompt: Option<u64>,
     finished: bool,
     done: bool,
+    /// Events that came after `[DONE]`.
+    events_after_done: u32,
     failure: Option<FailureReason>,
 }
 
@@ -256,6 +261,7 @@ impl StreamState {
             usage_prompt: None,
             finished: false,
             done: false,
+            events_after_done: 0,
             failure: None,
         }
     }
@@ -265,7 +271,12 @@ impl StreamState {
         event: Result<StreamEvent<'_>, crate::stream::MalformedEvent>,
         arrived: Instant,
     ) {
-        if self.failure.is_some() || self.done {
+        if self.done {
+            // A server that goes on after its end: counted, never measured.
+            self.events_after_done = self.events_after_done.saturating_add(1);
+            return;
+        }
+        if self.failure.is_some() {
             return;
         }
         match event {
@@ -361,6 +372,11 @@ impl StreamState {
             output_tokens,
             token_source,
             requested_output_tokens: plan.max_tokens,
+            stream: StreamMarks {
+                finish_reason: self.finished,
+                usage: self.usage_completion.is_some() || self.usage_prompt.is_some(),
+                events_after_done: self.events_after_done,
+            },
             outcome,
         }
     }

@@ -73,6 +73,7 @@ pub fn table(r: &RunReport) -> String {
         );
     }
     steady_state(&mut out, r);
+    integrity(&mut out, r);
     client(&mut out, r);
     server(&mut out, r);
     if !m.failures.is_empty() {
@@ -304,18 +305,7 @@ pub fn warnings(r: &RunReport) -> Vec<String> {
             r.prompt_stats.missed, r.prompt_stats.max_abs_miss
         ));
     }
-    if m.prompt_check.mismatched > 0 {
-        w.push(format!(
-            "the server counted a different prompt length for {} of {} requests (mean difference {:+.1} tokens, max {})",
-            m.prompt_check.mismatched, m.prompt_check.reported, m.prompt_check.mean_diff, m.prompt_check.max_abs_diff
-        ));
-    }
-    if m.usage_fallbacks > 0 {
-        w.push(format!(
-            "{} requests had no usage from the server: their output tokens were counted by the client's tokenizer",
-            m.usage_fallbacks
-        ));
-    }
+    w.extend(integrity_warnings(r));
     if let Some(s) = m.steady_state.as_ref().filter(|s| !s.trusted) {
         w.push(format!(
             "the steady state holds {} completed requests, fewer than the {} its figures need to stand for the plateau (at least 10, and at least the concurrency): send more prompts (10 x the concurrency or more)",
@@ -323,14 +313,59 @@ pub fn warnings(r: &RunReport) -> Vec<String> {
             crate::steady::MIN_REQUESTS.max(r.config.max_concurrency.map_or(0, |n| n.get()))
         ));
     }
-    if m.short_outputs > 0 {
-        w.push(format!(
-            "{} requests produced fewer output tokens than asked despite ignore_eos (the server may cap prompt + output at its max model length)",
-            m.short_outputs
-        ));
-    }
     w.extend(r.client.warnings.iter().cloned());
     w.extend(r.server.warnings.iter().cloned());
     w.extend(crate::judge::failures(r));
     w
+}
+
+/// One line per kind of broken promise, with what it means and one request that broke it.
+fn integrity_warnings(r: &RunReport) -> Vec<String> {
+    let m = &r.metrics;
+    let mut w = Vec::new();
+    for (kind, v) in m.integrity.iter().filter(|(_, v)| v.count > 0) {
+        let what = match *kind {
+            "finish_reason_missing" => "ended without any finish_reason (only [DONE] said the stream was over)".to_string(),
+            "usage_missing" => "had no usage from the server: their output tokens were counted by the client's tokenizer".to_string(),
+            "prompt_tokens_mismatch" => format!(
+                "were counted a different prompt length by the server (mean difference {:+.1} tokens, max {})",
+                m.prompt_check.mean_diff, m.prompt_check.max_abs_diff
+            ),
+            "output_tokens_mismatch" => "produced another number of output tokens than asked despite ignore_eos (the server may cap prompt + output at its max model length, or shorten output)".to_string(),
+            "events_after_done" => "sent events after [DONE] (not measured)".to_string(),
+            other => other.to_string(),
+        };
+        let example = v
+            .example_request_id
+            .as_deref()
+            .map(|id| format!(", e.g. request {id}"))
+            .unwrap_or_default();
+        w.push(format!(
+            "{} of {} completed requests {what}{example}",
+            v.count, m.completed
+        ));
+    }
+    w
+}
+
+/// The table's section on broken promises, when any was broken.
+fn integrity(out: &mut String, r: &RunReport) {
+    let broken: Vec<_> = r
+        .metrics
+        .integrity
+        .iter()
+        .filter(|(_, v)| v.count > 0)
+        .collect();
+    if broken.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:-^WIDTH$}",
+        " Stream integrity (completed requests) "
+    );
+    for (kind, v) in broken {
+        let example = v.example_request_id.as_deref().unwrap_or("");
+        let _ = writeln!(out, "{kind:<24} {:>6}  e.g. {example}", v.count);
+    }
 }

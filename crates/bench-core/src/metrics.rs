@@ -7,7 +7,7 @@
 use crate::config::Slo;
 use crate::record::{RequestRecord, TokenCountSource};
 use crate::stats::Distribution;
-pub use bench_result::sections::{FailureGroup, PromptCheck};
+pub use bench_result::sections::{FailureGroup, PromptCheck, Violation};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,48 @@ pub struct RunMetrics {
     pub turnaround_ms: Option<Distribution>,
     /// With a concurrency limit, the figures over the window in which the run stayed at it.
     pub steady_state: Option<crate::steady::SteadyState>,
+    /// Completed streams that broke a promise of the protocol, by kind ([`INTEGRITY_KINDS`]).
+    pub integrity: BTreeMap<&'static str, Violation>,
+}
+
+/// A check on a completed request (and whether the run asked for `ignore_eos`): true when the
+/// request broke the promise.
+type Check = fn(&RequestRecord, bool) -> bool;
+
+/// The kinds of [`RunMetrics::integrity`], named as the result file names them, with their checks.
+pub const INTEGRITY_KINDS: [(&str, Check); 5] = [
+    ("finish_reason_missing", |r, _| !r.stream.finish_reason),
+    ("usage_missing", |r, _| !r.stream.usage),
+    ("prompt_tokens_mismatch", |r, _| {
+        r.server_prompt_tokens.is_some_and(|n| n != r.input_tokens)
+    }),
+    // Only a count the server gave (usage or token ids) is evidence: the tokenizer's re-count of
+    // the text (usage missing, flagged apart) need not match the tokens sent.
+    ("output_tokens_mismatch", |r, ignore_eos| {
+        ignore_eos
+            && r.token_source != TokenCountSource::Tokenized
+            && r.output_tokens != r.requested_output_tokens
+    }),
+    ("events_after_done", |r, _| r.stream.events_after_done > 0),
+];
+
+/// Counts every kind over the completed requests `ok`, zeros included, each with the first
+/// request in sending order that broke it.
+fn integrity(ok: &[&RequestRecord], ignore_eos: bool) -> BTreeMap<&'static str, Violation> {
+    let mut by_send: Vec<&RequestRecord> = ok.to_vec();
+    by_send.sort_by_key(|r| (r.sent, r.index));
+    INTEGRITY_KINDS
+        .iter()
+        .map(|(kind, broke)| {
+            let mut v = Violation::default();
+            for r in by_send.iter().filter(|r| broke(r, ignore_eos)) {
+                v.count += 1;
+                v.example_request_id
+                    .get_or_insert_with(|| r.request_id.clone());
+            }
+            (*kind, v)
+        })
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -119,6 +161,7 @@ pub fn compute(
         send_lag_ms: (!lags.is_empty()).then(|| Distribution::from_samples(&lags, percentiles)),
         turnaround_ms: None,
         steady_state: None,
+        integrity: integrity(&ok, ignore_eos),
     }
 }
 
@@ -327,6 +370,11 @@ mod tests {
             output_tokens: tokens,
             token_source: TokenCountSource::Usage,
             requested_output_tokens: 4,
+            stream: crate::record::StreamMarks {
+                finish_reason: true,
+                usage: true,
+                events_after_done: 0,
+            },
             outcome: Ok(()),
         }
     }

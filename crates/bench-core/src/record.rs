@@ -90,6 +90,18 @@ pub enum TokenCountSource {
     Tokenized,
 }
 
+/// What a stream said about itself beyond its tokens: the promises of the protocol a completed
+/// stream may still have broken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamMarks {
+    /// An event carried a `finish_reason`.
+    pub finish_reason: bool,
+    /// The server sent usage.
+    pub usage: bool,
+    /// Events that came after `[DONE]`.
+    pub events_after_done: u32,
+}
+
 /// One request's observations.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
@@ -116,6 +128,7 @@ pub struct RequestRecord {
     pub token_source: TokenCountSource,
     /// `max_tokens` that was asked for.
     pub requested_output_tokens: u64,
+    pub stream: StreamMarks,
     pub outcome: Result<(), FailureReason>,
 }
 
@@ -177,6 +190,7 @@ mod tests {
             output_tokens,
             token_source: TokenCountSource::Usage,
             requested_output_tokens: output_tokens,
+            stream: StreamMarks::default(),
             outcome: Ok(()),
         }
     }

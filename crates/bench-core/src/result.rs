@@ -118,6 +118,12 @@ fn own_keys(f: &mut ResultFile, r: &RunReport) {
         usage_fallbacks: m.usage_fallbacks as u64,
         short_outputs: m.short_outputs as u64,
     });
+    f.integrity = Some(
+        m.integrity
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.clone()))
+            .collect(),
+    );
     f.prompt_lengths = Some(r.prompt_stats.clone());
     f.server_prompt_tokens = Some(m.prompt_check.clone());
     f.distributions_ms = Some(distributions(m));

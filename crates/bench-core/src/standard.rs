@@ -118,7 +118,9 @@ impl Standard {
                 Err(e) => break Err(TransportError::Malformed(e.to_string())),
             };
             checks.event_ended();
-            if flow == Flow::Continue {
+            // After the stream's end for the measurement, events still reach the handler (which
+            // counts any a server sends after its end).
+            if flow != Flow::Abort {
                 let name = (event.event != "message").then_some(event.event.as_bytes());
                 let frame = SseFrame {
                     event: name,
@@ -126,8 +128,7 @@ impl Standard {
                 };
                 flow = on_event(frame, checks.last_chunk_at());
             }
-            // After the stream's end for the measurement, the rest is read only to reuse the
-            // connection; a failure drops it.
+            // The rest is read only to reuse the connection; a failure drops it.
             if flow == Flow::Abort {
                 break Ok(());
             }

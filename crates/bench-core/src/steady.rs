@@ -149,6 +149,7 @@ mod tests {
             output_tokens: tokens,
             token_source: TokenCountSource::Usage,
             requested_output_tokens: tokens,
+            stream: crate::record::StreamMarks::default(),
             outcome: Ok(()),
         }
     }

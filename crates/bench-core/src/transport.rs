@@ -492,7 +492,8 @@ struct Body {
     chunked: ChunkedDecoder,
     /// Bytes still due under `Content-Length`.
     remaining: u64,
-    /// The handler said [`Flow::Finished`]; what follows is read only to reuse the connection.
+    /// The handler said [`Flow::Finished`]: the body's end is no longer awaited for it, only to
+    /// reuse the connection.
     finished: bool,
 }
 
@@ -517,10 +518,12 @@ impl Body {
         at: Instant,
         on_body: &mut impl FnMut(&[u8], Instant) -> Flow,
     ) -> Result<Option<bool>, TransportError> {
+        // After the handler has all it wants, it still sees what follows (so it can count
+        // events a server sends after its end); the body is read to its end to reuse the
+        // connection either way.
         let mut flow = Flow::Continue;
-        let finished = self.finished;
         let mut deliver = |b: &[u8]| {
-            if !finished && flow != Flow::Abort && !b.is_empty() {
+            if flow != Flow::Abort && !b.is_empty() {
                 flow = on_body(b, at);
             }
         };

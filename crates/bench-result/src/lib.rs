@@ -78,6 +78,9 @@ pub struct ResultFile {
     pub per_gpu: Option<PerGpu>,
     pub failures: Option<BTreeMap<String, FailureGroup>>,
     pub output: Option<OutputCounts>,
+    /// Completed streams that broke a promise of the protocol, by kind (`finish_reason_missing`,
+    /// `usage_missing`, `prompt_tokens_mismatch`, `output_tokens_mismatch`, `events_after_done`).
+    pub integrity: Option<BTreeMap<String, Violation>>,
     pub prompt_lengths: Option<PromptLengths>,
     pub server_prompt_tokens: Option<PromptCheck>,
     pub distributions_ms: Option<Distributions>,

@@ -40,6 +40,16 @@ pub struct OutputCounts {
     pub short_outputs: u64,
 }
 
+/// One entry of `integrity`: completed streams that broke a promise of the protocol, and the
+/// first of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Violation {
+    pub count: u64,
+    /// The `x-request-id` of the first request (in sending order) that broke it.
+    pub example_request_id: Option<String>,
+}
+
 /// `prompt_lengths`: the built prompts against their targets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -3,6 +3,7 @@
 mod failures;
 mod fault_matrix;
 mod hostile;
+mod integrity;
 mod measure;
 mod prompts;
 mod schema;
