@@ -17,6 +17,7 @@
 //! per-request file written beside each result.
 
 pub mod atomic;
+pub mod repeats;
 pub mod requests;
 pub mod sections;
 pub mod settings;

@@ -36,6 +36,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub result_filepath: Option<PathBuf>,
 
+    /// Repeat the run this many times, each with its own prompts (so no run finds another's in
+    /// a prefix cache): one result file per run (`NAME.run2.json`, ...; the first is NAME.json),
+    /// then each headline figure as a mean with its 95% confidence interval over the runs.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub num_runs: i64,
+
     /// Also write every measured request's raw timestamps (CLOCK_MONOTONIC ns) as JSON lines, to
     /// set against a server's own log (the fidelity benchmark does).
     #[arg(long, value_name = "PATH")]

@@ -43,6 +43,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
 /// [`run`], stopped early by `stop`.
 pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Outcome> {
     let config = args.common.to_config(args.shape())?;
+    let runs = u32::try_from(args.num_runs)
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| UsageError {
+            flag: "--num-runs",
+            message: format!("from 1 to 1000 runs, got {}", args.num_runs),
+        })?;
     // Checked before any request, so a path that cannot be written loses no measurement.
     let default_dir = std::path::Path::new("inferperf-result.json");
     check_writable(
@@ -60,32 +67,99 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
         "building {} prompts of ~{} tokens ({} warm-up) with {}",
         config.num_prompts, config.prompt.input_len, config.num_warmups, tokenizer.source
     );
-    let prepared = bench_core::prepare(&config, tokenizer).await?;
-    eprintln!(
-        "{}",
-        prompt_line(&prepared.prompt_stats, config.prompt.seed)
-    );
     if let Some(caution) = bench_core::prompt::seed_caution(config.prompt.seed_origin) {
         eprintln!("note: {caution}");
     }
     let progress = ProgressMode::detect(args.common.disable_tqdm);
-    eprintln!("sending to {} (model `{}`)", config.url(), config.model);
-    let report = bench_core::execute(&config, &prepared, stop.token(), progress).await?;
-    let path = args
-        .result_filepath
-        .clone()
-        .unwrap_or_else(|| default_path(&report));
-    write_report(&report, &path)?;
-    if let Some(events) = &args.save_events {
-        result::write_events(events, &report.records)
-            .with_context(|| format!("--save-events {}", events.display()))?;
+    let mut first: Option<PathBuf> = None;
+    let (mut completed, mut failed) = (0, 0);
+    let mut files = Vec::new();
+    for run in 1..=runs {
+        let mut config = config.clone();
+        if run > 1 {
+            config.prompt.seed =
+                bench_core::prompt::derive_seed(config.prompt.seed, &[u64::from(run)]);
+            eprintln!("run {run} of {runs}");
+        }
+        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&tokenizer)).await?;
+        eprintln!(
+            "{}",
+            prompt_line(&prepared.prompt_stats, config.prompt.seed)
+        );
+        eprintln!("sending to {} (model `{}`)", config.url(), config.model);
+        let report = bench_core::execute(&config, &prepared, stop.token(), progress).await?;
+        let base = first.get_or_insert_with(|| {
+            args.result_filepath
+                .clone()
+                .unwrap_or_else(|| default_path(&report))
+        });
+        let path = run_path(base, run);
+        write_report(&report, &path)?;
+        if let Some(events) = &args.save_events {
+            let events = run_path(events, run);
+            result::write_events(&events, &report.records)
+                .with_context(|| format!("--save-events {}", events.display()))?;
+        }
+        completed += report.metrics.completed;
+        failed += report.metrics.failed;
+        files.push(result::to_file(&report));
+        if stop.received().is_some() {
+            break;
+        }
+    }
+    if files.len() > 1 {
+        print!("{}", repeats_table(&files));
     }
     Ok(Outcome {
-        result_path: path,
-        completed: report.metrics.completed,
-        failed: report.metrics.failed,
+        result_path: first.unwrap_or_default(),
+        completed,
+        failed,
         interrupted_by: stop.received(),
     })
+}
+
+/// Run `run`'s file: `path` itself for the first, `NAME.runK.EXT` beside it for the others.
+pub fn run_path(path: &std::path::Path, run: u32) -> PathBuf {
+    if run == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.run{run}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.run{run}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Each headline figure over the runs: mean, 95% interval, coefficient of variation.
+fn repeats_table(files: &[bench_core::result::ResultFile]) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:=^78}\n{:<20} {:>12} {:>27} {:>8}\n",
+        format!(
+            " {} runs: mean and 95% interval (Student's t) ",
+            files.len()
+        ),
+        "figure",
+        "mean",
+        "95% interval",
+        "CV"
+    );
+    for (figure, i) in bench_result::repeats::intervals(files) {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>12.2} {:>27} {:>7.1}%",
+            figure.name(),
+            i.mean,
+            format!("{:.2} .. {:.2}", i.low, i.high),
+            i.cv * 100.0
+        );
+    }
+    out.push_str(&"=".repeat(78));
+    out.push('\n');
+    out
 }
 
 /// Prints the summary and warnings, then writes the result file and the per-request file beside

@@ -426,3 +426,43 @@ fn every_request_has_a_line_in_the_file_beside_the_result() {
         assert!(request_id.starts_with("inferperf-"), "{request_id}");
     }
 }
+
+#[test]
+fn repeated_runs_each_get_their_own_prompts_and_file_then_intervals() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("r.json");
+    bench(
+        &sim.url(),
+        &out,
+        &[
+            "--num-runs",
+            "3",
+            "--max-concurrency",
+            "2",
+            "--disable-tqdm",
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains(
+        "3 runs: mean and 95% interval (Student's t)",
+    ))
+    .stdout(predicate::str::contains("output tok/s"));
+    let files = ["r.json", "r.run2.json", "r.run3.json"];
+    let seeds: std::collections::BTreeSet<u64> = files
+        .iter()
+        .map(|f| {
+            let v = read(&dir.path().join(f));
+            assert_eq!(v["completed"], 6, "{f}");
+            let requests = dir.path().join(f.replace(".json", ".requests.jsonl"));
+            assert!(requests.is_file(), "{}", requests.display());
+            v["config"]["prompt"]["seed"].as_u64().expect("a seed")
+        })
+        .collect();
+    assert_eq!(seeds.len(), 3, "each run draws its own prompts");
+    bench(&sim.url(), &out, &["--num-runs", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--num-runs"));
+}
