@@ -106,6 +106,7 @@ pub fn distributions(runs: &[Detailed]) -> Vec<Panel> {
                     points: cdf(&mut values),
                     style: Style::Line,
                     point_labels: Vec::new(),
+                    errors: Vec::new(),
                     color: Some(i),
                 }
             })
@@ -181,6 +182,7 @@ pub fn timeline(d: &Detailed, bins: usize) -> Vec<Panel> {
                 points: rate,
                 style: Style::Line,
                 point_labels: Vec::new(),
+                errors: Vec::new(),
                 color: Some(1),
             }],
         }),
@@ -253,6 +255,7 @@ fn mean_open(
             .collect(),
         style: Style::Line,
         point_labels: Vec::new(),
+        errors: Vec::new(),
         color: Some(color),
     }
 }
@@ -342,6 +345,7 @@ mod tests {
             p99_tpot_ms: None,
             sim_time_scale: None,
             sim_kept_schedule: None,
+            repeats: Vec::new(),
         };
         let d = Detailed {
             run,

@@ -4,6 +4,7 @@
 //! shape; [`series`] turns runs into series (pure functions); [`render`] draws them.
 
 pub mod detail;
+pub mod diff;
 pub mod load;
 pub mod render;
 pub mod series;
@@ -32,6 +33,9 @@ pub enum Kind {
     /// The four charts drawn from the results' figures (throughput, sla, pareto, latency), each
     /// beside the output name.
     All,
+    /// Not a chart: per cell measured in both --baseline and --results-dir, which figures
+    /// differ beyond their 95% intervals over repeated runs (a table; CSV with --output).
+    Diff,
 }
 
 /// `plot`: turn a results folder into charts.
@@ -66,6 +70,9 @@ pub struct PlotArgs {
     /// Image height in pixels (150 to 8192).
     #[arg(long, default_value_t = 650)]
     pub height: u32,
+    /// With --kind diff: the result folder to compare --results-dir against.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// What to draw, as plain values: what [`draw`] takes from the command line or from a program
@@ -84,6 +91,8 @@ pub struct Options {
     pub tpot_slas: Vec<f64>,
     pub width: u32,
     pub height: u32,
+    /// The folder `--kind diff` compares against.
+    pub baseline: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -98,6 +107,7 @@ impl Default for Options {
             tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
             width: 1600,
             height: 650,
+            baseline: None,
         }
     }
 }
@@ -114,6 +124,7 @@ impl From<&PlotArgs> for Options {
             tpot_slas: a.tpot_slas.clone(),
             width: a.width,
             height: a.height,
+            baseline: a.baseline.clone(),
         }
     }
 }
@@ -164,6 +175,9 @@ fn check(o: &Options) -> Result<(), UsageError> {
 /// Draws the chart(s) and returns the files written.
 pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
     check(o)?;
+    if o.kind == Kind::Diff {
+        return compare(o);
+    }
     let (runs, warnings) = load::load_dir(&o.results_dir, &o.glob).map_err(UsageError)?;
     for w in &warnings {
         eprintln!("warning: skipped {w}");
@@ -174,7 +188,10 @@ pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
         o.results_dir.display(),
         o.glob
     );
-    let groups = configurations(runs);
+    let groups: std::collections::BTreeMap<Configuration, Vec<load::Run>> = configurations(runs)
+        .into_iter()
+        .map(|(config, runs)| (config, load::merge_repeats(runs)))
+        .collect();
     if groups.len() > 1 {
         let names: Vec<&str> = groups.keys().map(|k| k.label.as_str()).collect();
         eprintln!(
@@ -289,6 +306,74 @@ fn with_suffix(path: &Path, slug: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `--kind diff`: prints the comparison, and writes it as CSV to `--output` when given.
+fn compare(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(baseline) = &o.baseline else {
+        return Err(UsageError(
+            "--kind diff: give --baseline DIR, the results to compare --results-dir against".into(),
+        )
+        .into());
+    };
+    check(&Options {
+        results_dir: baseline.clone(),
+        ..o.clone()
+    })
+    .map_err(|e| UsageError(e.0.replace("--results-dir", "--baseline")))?;
+    if let Some(out) = &o.output {
+        if out.extension().is_none_or(|e| e != "csv") {
+            return Err(UsageError(format!(
+                "--output {}: the diff is written as CSV; give a .csv file",
+                out.display()
+            ))
+            .into());
+        }
+    }
+    let load = |dir: &Path| -> anyhow::Result<Vec<load::Run>> {
+        let (runs, warnings) = load::load_dir(dir, &o.glob).map_err(UsageError)?;
+        for w in &warnings {
+            eprintln!("warning: skipped {w}");
+        }
+        anyhow::ensure!(
+            !runs.is_empty(),
+            "no usable result files in {} matching `{}`",
+            dir.display(),
+            o.glob
+        );
+        Ok(runs)
+    };
+    let rows = diff::compare(&load(baseline)?, &load(&o.results_dir)?);
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "no cell (TP, ISL, OSL, concurrency) was measured in both {} and {}",
+        baseline.display(),
+        o.results_dir.display()
+    );
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(diff::table(&rows).as_bytes())?;
+        stdout.flush()?;
+    }
+    let differ = rows
+        .iter()
+        .filter(|r| r.verdict == diff::Verdict::Differs)
+        .count();
+    eprintln!(
+        "{differ} of {} figures differ beyond their 95% intervals",
+        rows.len()
+    );
+    match &o.output {
+        Some(out) => {
+            let text = diff::csv(&rows).map_err(anyhow::Error::msg)?;
+            bench_result::atomic::write(out, text.as_bytes())
+                .with_context(|| format!("--output {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+            Ok(vec![out.clone()])
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 /// One chart to draw: where, its title, its panels, and how many runs it shows.
 struct Chart {
     path: PathBuf,
@@ -313,7 +398,7 @@ fn charts(o: &Options, kind: Kind, runs: &[load::Run], title: &str, path: &Path)
         Kind::Throughput => one(series::throughput(runs)),
         Kind::Sla => one(series::sla(runs, &o.ttft_slas, &o.tpot_slas)),
         Kind::Pareto => one(series::pareto(runs)),
-        Kind::Latency | Kind::All => one(series::latency(runs)),
+        Kind::Latency | Kind::All | Kind::Diff => one(series::latency(runs)),
         Kind::Cdf => {
             let detailed = detailed(runs);
             let isls: std::collections::BTreeSet<u64> =
@@ -338,7 +423,7 @@ fn charts(o: &Options, kind: Kind, runs: &[load::Run], title: &str, path: &Path)
                 })
                 .collect()
         }
-        Kind::Timeline => detailed(runs)
+        Kind::Timeline => detailed(&runs.iter().flat_map(each_run).cloned().collect::<Vec<_>>())
             .iter()
             .map(|d| Chart {
                 path: if runs.len() > 1 {
@@ -358,17 +443,33 @@ fn charts(o: &Options, kind: Kind, runs: &[load::Run], title: &str, path: &Path)
 /// Intervals a timeline's token rate is counted in.
 const TIMELINE_BINS: usize = 120;
 
-/// The runs with their per-request files; those without one are named in a warning.
+/// The runs with their per-request files (repeats of a cell pooled into one); those without
+/// one are named in a warning.
 fn detailed(runs: &[load::Run]) -> Vec<detail::Detailed> {
     runs.iter()
-        .filter_map(|r| match detail::read(r) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                eprintln!("warning: skipped {e}");
-                None
+        .filter_map(|r| {
+            let mut pooled: Option<detail::Detailed> = None;
+            for one in each_run(r) {
+                match detail::read(one) {
+                    Ok(d) => match &mut pooled {
+                        Some(p) => p.requests.extend(d.requests),
+                        None => pooled = Some(d),
+                    },
+                    Err(e) => eprintln!("warning: skipped {e}"),
+                }
             }
+            pooled
         })
         .collect()
+}
+
+/// The runs a run stands for: its repeats, or itself.
+fn each_run(r: &load::Run) -> Vec<&load::Run> {
+    if r.repeats.is_empty() {
+        vec![r]
+    } else {
+        r.repeats.iter().collect()
+    }
 }
 
 /// Draws one chart.
@@ -419,6 +520,7 @@ impl Kind {
             Self::Cdf => "cdf",
             Self::Timeline => "timeline",
             Self::All => "all",
+            Self::Diff => "diff",
         }
     }
 }
@@ -450,8 +552,12 @@ fn default_title(runs: &[load::Run], model: Option<&str>) -> String {
         ),
     };
     let model = model.map(|m| format!("{m}, ")).unwrap_or_default();
+    let repeats = match runs.iter().map(|r| r.repeats.len()).max() {
+        Some(n) if n > 1 => format!(" - means of {n} runs, bars 95% intervals"),
+        _ => String::new(),
+    };
     format!(
-        "{} ({model}OSL {osl}){sim}{late}",
+        "{} ({model}OSL {osl}){sim}{late}{repeats}",
         names.into_iter().collect::<Vec<_>>().join(", ")
     )
 }
@@ -478,6 +584,7 @@ mod tests {
             p99_tpot_ms: None,
             sim_time_scale: kept.map(|_| 5.0),
             sim_kept_schedule: kept,
+            repeats: Vec::new(),
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Run {
     /// For runs against the simulator: whether it kept its schedule (its figures are the
     /// model's); `Some(false)` is said on the chart.
     pub sim_kept_schedule: Option<bool>,
+    /// When this stands for repeated runs of one cell ([`merge_repeats`]): each of them. Its own
+    /// figures are then their means.
+    pub repeats: Vec<Run>,
 }
 
 impl Run {
@@ -49,12 +52,25 @@ fn usable(x: Option<f64>) -> Option<f64> {
     x.filter(|x| x.is_finite() && *x >= 0.0)
 }
 
+/// `x.runK.json` (a repeat `bench --num-runs` wrote) -> `x.json`; other names unchanged.
+fn without_run_number(name: &str) -> String {
+    let Some(stem) = name.strip_suffix(".json") else {
+        return name.to_string();
+    };
+    match stem.rsplit_once(".run") {
+        Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{base}.json")
+        }
+        _ => name.to_string(),
+    }
+}
+
 /// A run's parameters: from inside the file when it echoes its configuration, else from its
-/// name.
+/// name (a repeat's run number left out).
 fn parameters(file: &ResultFile, path: &Path) -> Result<CellName, String> {
     let from_name = path
         .file_name()
-        .and_then(|n| CellName::parse(&n.to_string_lossy()));
+        .and_then(|n| CellName::parse(&without_run_number(&n.to_string_lossy())));
     let Some(config) = &file.config else {
         return from_name.ok_or_else(|| {
             format!(
@@ -114,6 +130,7 @@ pub fn read(path: &Path) -> Result<Run, String> {
         p99_tpot_ms: latency(Metric::Tpot, Stat::Percentile(99.0)),
         sim_time_scale: None,
         sim_kept_schedule: file.sim_kept_schedule,
+        repeats: Vec::new(),
     };
     Ok(match sim_time_scale(&file) {
         Some(scale) => run.in_modelled_time(scale),
@@ -176,9 +193,66 @@ pub fn load_dir(dir: &Path, pattern: &str) -> Result<(Vec<Run>, Vec<String>), St
     Ok((runs, warnings))
 }
 
+/// Runs of one configuration that measured the same cell (TP, ISL, concurrency) are repeats:
+/// each such set becomes one run whose figures are their means and whose `repeats` hold them
+/// all, so a chart draws one point with its interval. Single runs pass through unchanged.
+pub fn merge_repeats(runs: Vec<Run>) -> Vec<Run> {
+    let mut cells: std::collections::BTreeMap<(u32, u64, u64), Vec<Run>> = Default::default();
+    for r in runs {
+        cells.entry((r.tp, r.isl, r.conc)).or_default().push(r);
+    }
+    cells
+        .into_values()
+        .map(|mut group| {
+            if group.len() == 1 {
+                return group.remove(0);
+            }
+            let n = group.len() as f64;
+            let mean = |f: fn(&Run) -> f64| group.iter().map(f).sum::<f64>() / n;
+            let mean_of = |f: fn(&Run) -> Option<f64>| {
+                let v: Option<Vec<f64>> = group.iter().map(f).collect();
+                v.map(|v| v.iter().sum::<f64>() / n)
+            };
+            Run {
+                file: group[0].file.clone(),
+                input_throughput: mean(|r| r.input_throughput),
+                output_throughput: mean(|r| r.output_throughput),
+                total_throughput: mean(|r| r.total_throughput),
+                median_ttft_ms: mean_of(|r| r.median_ttft_ms),
+                p99_ttft_ms: mean_of(|r| r.p99_ttft_ms),
+                median_tpot_ms: mean_of(|r| r.median_tpot_ms),
+                p99_tpot_ms: mean_of(|r| r.p99_tpot_ms),
+                sim_kept_schedule: group
+                    .iter()
+                    .map(|r| r.sim_kept_schedule)
+                    .reduce(|a, b| match (a, b) {
+                        (Some(x), Some(y)) => Some(x && y),
+                        (x, y) => x.or(y),
+                    })
+                    .flatten(),
+                repeats: group.clone(),
+                ..group[0].clone()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeats_run_number_is_not_part_of_its_name() {
+        assert_eq!(
+            without_run_number("m_tp1_isl8_osl2_conc4.run12.json"),
+            "m_tp1_isl8_osl2_conc4.json"
+        );
+        assert_eq!(
+            without_run_number("m_tp1_isl8_osl2_conc4.json"),
+            "m_tp1_isl8_osl2_conc4.json"
+        );
+        assert_eq!(without_run_number("x.runway.json"), "x.runway.json");
+    }
 
     #[test]
     fn simulator_runs_are_converted_back_to_modelled_time() {

@@ -499,9 +499,27 @@ fn draw_series<'a, DB: DrawingBackend + 'a>(
         _ => {
             draw_line(chart, &pts, s, color, in_legend)?;
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
-            Ok(())
+            draw_errors(chart, s, color)
         }
     }
+}
+
+/// A vertical bar over each point's interval, where the series has them.
+fn draw_errors<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    s: &Series,
+    color: RGBColor,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let bars = s
+        .points
+        .iter()
+        .zip(&s.errors)
+        .filter_map(|(p, e)| e.map(|(low, high)| (p, low, high)))
+        .filter(|(p, low, high)| p.0.is_finite() && low.is_finite() && high.is_finite());
+    chart.draw_series(bars.map(|(p, low, high)| {
+        ErrorBar::new_vertical(p.0, low, p.1, high, color.stroke_width(2), 12)
+    }))?;
+    Ok(())
 }
 
 /// The line of a line-drawn series, and its legend entry when `in_legend` (plotters draws one

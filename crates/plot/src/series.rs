@@ -14,6 +14,9 @@ pub struct Series {
     pub point_labels: Vec<String>,
     /// Palette slot; series sharing one (a concurrency's median and P99) share a colour.
     pub color: Option<usize>,
+    /// Each point's 95% confidence interval (low, high) over repeated runs, where it has one
+    /// (empty, or as long as `points`).
+    pub errors: Vec<Option<(f64, f64)>>,
 }
 
 /// How a series is drawn.
@@ -69,6 +72,7 @@ fn line(label: String, points: Vec<(f64, f64)>, style: Style) -> Series {
         points,
         style,
         point_labels: Vec::new(),
+        errors: Vec::new(),
         color: None,
     }
 }
@@ -94,13 +98,19 @@ pub fn per_concurrency(
         .collect::<std::collections::BTreeSet<_>>()
         .len()
         > 1;
-    let mut groups: BTreeMap<(u64, u32), Vec<(f64, f64)>> = BTreeMap::new();
+    type Point = ((f64, f64), Option<(f64, f64)>);
+    let mut groups: BTreeMap<(u64, u32), Vec<Point>> = BTreeMap::new();
     for r in runs {
-        if let Some(v) = value(r).filter(|v| v.is_finite()) {
+        // Repeated runs: the mean of their values, with its interval.
+        let point = match repeat_interval(r, &value) {
+            Some(i) => Some((i.mean, Some((i.low, i.high)))),
+            None => value(r).map(|v| (v, None)),
+        };
+        if let Some((v, error)) = point.filter(|(v, _)| v.is_finite()) {
             groups
                 .entry((r.conc, r.tp))
                 .or_default()
-                .push((r.isl as f64, v));
+                .push(((r.isl as f64, v), error));
         }
     }
     // Colour by concurrency (and TP), so a concurrency keeps its colour across series.
@@ -110,17 +120,30 @@ pub fn per_concurrency(
     groups
         .into_iter()
         .map(|((conc, tp), mut pts)| {
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
             let label = if mixed_tp {
                 format!("conc {conc} tp{tp}{suffix}")
             } else {
                 format!("conc {conc}{suffix}")
             };
-            let mut s = line(label, pts, style);
+            let (points, errors): (Vec<_>, Vec<_>) = pts.into_iter().unzip();
+            let mut s = line(label, points, style);
+            if errors.iter().any(Option::is_some) {
+                s.errors = errors;
+            }
             s.color = keys.iter().position(|k| *k == (conc, tp));
             s
         })
         .collect()
+}
+
+/// `value`'s 95% interval over `run`'s repeats, when it stands for two or more.
+fn repeat_interval(
+    run: &Run,
+    value: &impl Fn(&Run) -> Option<f64>,
+) -> Option<bench_result::repeats::Interval> {
+    let values: Option<Vec<f64>> = run.repeats.iter().map(value).collect();
+    bench_result::repeats::Interval::of(&values?)
 }
 
 /// The throughput chart: prefill (input tok/s) and decode (output tok/s) against ISL.
@@ -213,6 +236,11 @@ pub fn scale_to_seconds_past(
     for s in series.iter_mut() {
         for p in &mut s.points {
             *axis(p) /= 1e3;
+        }
+        // Intervals are of the values, on the value axis.
+        for (low, high) in s.errors.iter_mut().flatten() {
+            *low /= 1e3;
+            *high /= 1e3;
         }
     }
     "s"
@@ -337,6 +365,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
                 points: pts,
                 style: Style::DashedWithMarkers,
                 point_labels: Vec::new(),
+                errors: Vec::new(),
                 color: Some(slot),
             }
         })
@@ -365,6 +394,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
                     .collect(),
                 style: Style::LineWithMarkers,
                 point_labels: rs.iter().map(|r| format!("c{}", r.conc)).collect(),
+                errors: Vec::new(),
                 color: Some(slot),
             }
         })
@@ -423,6 +453,7 @@ mod tests {
             p99_tpot_ms: Some(p99_tpot_ms),
             sim_time_scale: None,
             sim_kept_schedule: None,
+            repeats: Vec::new(),
         }
     }
 

@@ -22,6 +22,7 @@ fn args(dir: &Path, output: &Path, kind: plot::Kind) -> PlotArgs {
         tpot_slas: vec![50.0, 75.0, 100.0, 200.0],
         width: 900,
         height: 400,
+        baseline: None,
     }
 }
 
@@ -649,4 +650,86 @@ fn distributions_and_timelines_come_from_the_per_request_files() {
         .failure()
         .stderr(predicate::str::contains("no per-request file beside"))
         .stderr(predicate::str::contains("x.requests.jsonl"));
+}
+
+/// Repeats of a cell are one point with its interval, and two result sets are compared per cell
+/// by their intervals: a real change differs, a set against itself is within noise, and single
+/// runs have no interval to judge by.
+#[test]
+fn repeats_draw_intervals_and_two_sets_are_compared_by_them() {
+    let baseline = fixtures("repeats/baseline");
+    let candidate = fixtures("repeats/candidate");
+    let (runs, warnings) = load::load_dir(&candidate, "*.json").expect("loads");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(runs.len(), 6, "three runs of two cells");
+    let merged = load::merge_repeats(runs.clone());
+    assert_eq!(merged.len(), 2);
+    assert!(merged.iter().all(|r| r.repeats.len() == 3 && r.name == "b"));
+    let conc4: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.conc == 4)
+        .map(|r| r.output_throughput)
+        .collect();
+    let mean = conc4.iter().sum::<f64>() / 3.0;
+    let m4 = merged.iter().find(|r| r.conc == 4).expect("conc 4");
+    assert!((m4.output_throughput - mean).abs() < 1e-9);
+    // The chart's point is that mean, with its interval.
+    let panels = plot::series::throughput(&merged);
+    let s = panels[1]
+        .series
+        .iter()
+        .find(|s| s.label == "conc 4")
+        .expect("a conc 4 line");
+    let interval = bench_result::repeats::Interval::of(&conc4).expect("an interval");
+    assert_eq!(s.errors, [Some((interval.low, interval.high))]);
+    assert!((s.points[0].1 - mean).abs() < 1e-9);
+
+    let rows = plot::diff::compare(
+        &load::load_dir(&baseline, "*.json").expect("loads").0,
+        &runs,
+    );
+    assert_eq!(rows.len(), 2 * plot::diff::FIGURES.len());
+    let output = rows
+        .iter()
+        .find(|r| r.cell.3 == 8 && r.figure == "output tok/s")
+        .expect("a row");
+    assert_eq!(output.verdict, plot::diff::Verdict::Differs);
+    assert!(
+        output.change() > 10.0,
+        "TP 2 decodes faster: {}",
+        output.change()
+    );
+    let same = plot::diff::compare(&runs, &runs);
+    assert!(same
+        .iter()
+        .all(|r| r.verdict == plot::diff::Verdict::WithinNoise));
+    let (single, _) = load::load_dir(&fixtures("python"), "*.json").expect("loads");
+    assert!(plot::diff::compare(&single, &single)
+        .iter()
+        .all(|r| r.verdict == plot::diff::Verdict::NoInterval));
+
+    // The command: a table on stdout, CSV where --output says, a missing --baseline named.
+    let out = tempfile::tempdir().expect("tempdir");
+    let csv = out.path().join("diff.csv");
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .args(["--kind", "diff", "--baseline"])
+        .arg(&baseline)
+        .arg("--results-dir")
+        .arg(&candidate)
+        .arg("--output")
+        .arg(&csv)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("DIFFERS"))
+        .stderr(predicate::str::contains("12 of 12 figures differ"));
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(text.lines().count(), 13);
+    Command::cargo_bin("plot")
+        .expect("binary")
+        .args(["--kind", "diff", "--results-dir"])
+        .arg(&candidate)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--baseline"));
 }
