@@ -317,7 +317,8 @@ fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64
     }
 }
 
-/// The parts of a sweep cell's file name, `<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`.
+/// The parts of a sweep cell's file name, `<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`, and
+/// `...conc<CONC>.run<K>.json` for the K-th of repeated runs (K from 2; the first has no suffix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellName {
     pub name: String,
@@ -325,6 +326,8 @@ pub struct CellName {
     pub isl: u64,
     pub osl: u64,
     pub conc: u64,
+    /// Which of repeated runs: 1 for the first (or only) one.
+    pub run: u32,
 }
 
 impl CellName {
@@ -332,6 +335,12 @@ impl CellName {
     /// `.attemptN.partial.json` does not).
     pub fn parse(file_name: &str) -> Option<Self> {
         let stem = file_name.strip_suffix(".json")?;
+        let (stem, run) = match stem.rsplit_once(".run") {
+            Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => {
+                (base, k.parse().ok().filter(|k| *k >= 2)?)
+            }
+            _ => (stem, 1),
+        };
         let mut parts = stem.rsplitn(5, '_');
         let conc = parts.next()?.strip_prefix("conc")?.parse().ok()?;
         let osl = parts.next()?.strip_prefix("osl")?.parse().ok()?;
@@ -344,12 +353,18 @@ impl CellName {
             isl,
             osl,
             conc,
+            run,
         })
     }
 
     pub fn file_name(&self) -> String {
+        let run = if self.run > 1 {
+            format!(".run{}", self.run)
+        } else {
+            String::new()
+        };
         format!(
-            "{}_tp{}_isl{}_osl{}_conc{}.json",
+            "{}_tp{}_isl{}_osl{}_conc{}{run}.json",
             self.name, self.tp, self.isl, self.osl, self.conc
         )
     }
@@ -367,6 +382,12 @@ mod tests {
             ("mini-max_v2", 4, 1024, 128, 16)
         );
         assert_eq!(n.file_name(), "mini-max_v2_tp4_isl1024_osl128_conc16.json");
+        assert_eq!(n.run, 1);
+        let third = CellName::parse("m_tp4_isl1024_osl128_conc16.run3.json").expect("a repeat");
+        assert_eq!((third.name.as_str(), third.conc, third.run), ("m", 16, 3));
+        assert_eq!(third.file_name(), "m_tp4_isl1024_osl128_conc16.run3.json");
+        assert!(CellName::parse("m_tp4_isl1_osl1_conc4.run1.json").is_none());
+        assert!(CellName::parse("m_tp4_isl1_osl1_conc4.runway.json").is_none());
         assert!(CellName::parse("x_tp4_isl1_osl1_conc4.attempt1.partial.json").is_none());
         assert!(CellName::parse("_tp4_isl1_osl1_conc4.json").is_none());
         assert!(CellName::parse("run.json").is_none());

@@ -52,25 +52,12 @@ fn usable(x: Option<f64>) -> Option<f64> {
     x.filter(|x| x.is_finite() && *x >= 0.0)
 }
 
-/// `x.runK.json` (a repeat `bench --num-runs` wrote) -> `x.json`; other names unchanged.
-fn without_run_number(name: &str) -> String {
-    let Some(stem) = name.strip_suffix(".json") else {
-        return name.to_string();
-    };
-    match stem.rsplit_once(".run") {
-        Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{base}.json")
-        }
-        _ => name.to_string(),
-    }
-}
-
 /// A run's parameters: from inside the file when it echoes its configuration, else from its
-/// name (a repeat's run number left out).
+/// name.
 fn parameters(file: &ResultFile, path: &Path) -> Result<CellName, String> {
     let from_name = path
         .file_name()
-        .and_then(|n| CellName::parse(&without_run_number(&n.to_string_lossy())));
+        .and_then(|n| CellName::parse(&n.to_string_lossy()));
     let Some(config) = &file.config else {
         return from_name.ok_or_else(|| {
             format!(
@@ -85,6 +72,7 @@ fn parameters(file: &ResultFile, path: &Path) -> Result<CellName, String> {
         None => config.model.clone(),
     };
     Ok(CellName {
+        run: from_name.as_ref().map_or(1, |n| n.run),
         name,
         tp: file.tp.unwrap_or(config.tp).max(1),
         isl: config.prompt.input_len,
@@ -240,19 +228,6 @@ pub fn merge_repeats(runs: Vec<Run>) -> Vec<Run> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_repeats_run_number_is_not_part_of_its_name() {
-        assert_eq!(
-            without_run_number("m_tp1_isl8_osl2_conc4.run12.json"),
-            "m_tp1_isl8_osl2_conc4.json"
-        );
-        assert_eq!(
-            without_run_number("m_tp1_isl8_osl2_conc4.json"),
-            "m_tp1_isl8_osl2_conc4.json"
-        );
-        assert_eq!(without_run_number("x.runway.json"), "x.runway.json");
-    }
 
     #[test]
     fn simulator_runs_are_converted_back_to_modelled_time() {

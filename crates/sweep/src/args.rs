@@ -93,8 +93,12 @@ pub struct MatrixArgs {
     /// Warm-up requests per cell = this x concurrency [default: 2].
     #[arg(long, allow_negative_numbers = true)]
     pub warmups_per_concurrency: Option<i64>,
-    /// TOML file with input_lens, concurrency, output_len, prompts_per_concurrency and
-    /// warmups_per_concurrency.
+    /// Runs of each cell, each with its own prompts: the K-th is written as
+    /// `...conc<CONC>.runK.json`, and plot draws their means with 95% intervals [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub num_runs: Option<i64>,
+    /// TOML file with input_lens, concurrency, output_len, prompts_per_concurrency,
+    /// warmups_per_concurrency and num_runs.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -107,6 +111,7 @@ struct MatrixFile {
     output_len: Option<u64>,
     prompts_per_concurrency: Option<u64>,
     warmups_per_concurrency: Option<u64>,
+    num_runs: Option<u64>,
 }
 
 impl SweepArgs {
@@ -207,6 +212,10 @@ impl SweepArgs {
                 Some(v) => at_least("--warmups-per-concurrency", v, 0)?,
                 None => file.warmups_per_concurrency.unwrap_or(2),
             },
+            runs: u32::try_from(num("--num-runs", m.num_runs, file.num_runs, 1)?)
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| usage("--num-runs", "at most 1000 runs".into()))?,
         };
         matrix.check_sizes()?;
         Ok(matrix)

@@ -3,7 +3,7 @@
 use bench_result::settings::RunSettings;
 use std::path::{Path, PathBuf};
 
-/// One ISL x concurrency point.
+/// One ISL x concurrency point, and which of its repeated runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {
     pub input_len: u64,
@@ -11,6 +11,8 @@ pub struct Cell {
     pub concurrency: u64,
     pub num_prompts: u64,
     pub num_warmups: u64,
+    /// 1 for the first (or only) run; the K-th repeat's file is `...conc<C>.run<K>.json`.
+    pub run: u32,
 }
 
 /// The sweep's shape.
@@ -21,23 +23,30 @@ pub struct Matrix {
     pub output_len: u64,
     pub prompts_per_concurrency: u64,
     pub warmups_per_concurrency: u64,
+    /// Runs of each cell (`--num-runs`), each with its own prompts.
+    pub runs: u32,
 }
 
 impl Matrix {
-    /// Every cell, input length major (all concurrencies of the shortest input first).
+    /// Every cell, input length major (all concurrencies of the shortest input first), each
+    /// cell's runs one after another.
     pub fn cells(&self) -> Vec<Cell> {
-        self.input_lens
-            .iter()
-            .flat_map(|&isl| {
-                self.concurrency.iter().map(move |&c| Cell {
-                    input_len: isl,
-                    output_len: self.output_len,
-                    concurrency: c,
-                    num_prompts: self.prompts_per_concurrency.saturating_mul(c),
-                    num_warmups: self.warmups_per_concurrency.saturating_mul(c),
-                })
-            })
-            .collect()
+        let mut cells = Vec::new();
+        for &isl in &self.input_lens {
+            for &c in &self.concurrency {
+                for run in 1..=self.runs.max(1) {
+                    cells.push(Cell {
+                        input_len: isl,
+                        output_len: self.output_len,
+                        concurrency: c,
+                        num_prompts: self.prompts_per_concurrency.saturating_mul(c),
+                        num_warmups: self.warmups_per_concurrency.saturating_mul(c),
+                        run,
+                    });
+                }
+            }
+        }
+        cells
     }
 
     /// Refuses lengths no model has and cells whose prompts would not fit in memory, before
@@ -60,12 +69,18 @@ impl Matrix {
 }
 
 impl Cell {
-    /// `<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json`.
+    /// `<name>_tp<TP>_isl<ISL>_osl<OSL>_conc<CONC>.json` (`...conc<CONC>.run<K>.json` for the
+    /// K-th run, K from 2).
     pub fn file_name(&self, name: &str, tp: u32) -> String {
-        format!(
-            "{name}_tp{tp}_isl{}_osl{}_conc{}.json",
-            self.input_len, self.output_len, self.concurrency
-        )
+        bench_result::CellName {
+            name: name.to_string(),
+            tp,
+            isl: self.input_len,
+            osl: self.output_len,
+            conc: self.concurrency,
+            run: self.run,
+        }
+        .file_name()
     }
 
     /// Where an incomplete attempt is kept: a name the plotter's pattern and resume ignore.
@@ -146,6 +161,7 @@ pub fn parse_file_name(file_name: &str) -> Option<(String, Cell)> {
         concurrency: n.conc,
         num_prompts: 0,
         num_warmups: 0,
+        run: n.run,
     };
     Some((n.name, cell))
 }
@@ -166,6 +182,7 @@ mod tests {
             output_len: 128,
             prompts_per_concurrency: 10,
             warmups_per_concurrency: 2,
+            runs: 1,
         }
     }
 
@@ -180,7 +197,8 @@ mod tests {
                 output_len: 128,
                 concurrency: 8,
                 num_prompts: 80,
-                num_warmups: 16
+                num_warmups: 16,
+                run: 1,
             }
         );
         assert_eq!(
@@ -191,6 +209,32 @@ mod tests {
             cells[1].partial_name("mm", 4, 2),
             "mm_tp4_isl1024_osl128_conc8.attempt2.partial.json"
         );
+    }
+
+    #[test]
+    fn repeated_runs_follow_each_other_with_names_of_their_own() {
+        let cells = Matrix {
+            runs: 3,
+            ..matrix()
+        }
+        .cells();
+        assert_eq!(cells.len(), 12);
+        let first: Vec<(u64, u32)> = cells[..3].iter().map(|c| (c.concurrency, c.run)).collect();
+        assert_eq!(first, [(4, 1), (4, 2), (4, 3)]);
+        assert_eq!(
+            cells[0].file_name("mm", 4),
+            "mm_tp4_isl1024_osl128_conc4.json"
+        );
+        assert_eq!(
+            cells[2].file_name("mm", 4),
+            "mm_tp4_isl1024_osl128_conc4.run3.json"
+        );
+        assert_eq!(
+            cells[2].partial_name("mm", 4, 1),
+            "mm_tp4_isl1024_osl128_conc4.run3.attempt1.partial.json"
+        );
+        let (name, back) = parse_file_name(&cells[2].file_name("mm", 4)).expect("parses back");
+        assert_eq!((name.as_str(), back.run, back.concurrency), ("mm", 3, 4));
     }
 
     fn settings() -> RunSettings {
@@ -212,6 +256,7 @@ mod tests {
             concurrency: expected.max_concurrency.unwrap_or(1),
             num_prompts: expected.num_prompts,
             num_warmups: expected.num_warmups,
+            run: 1,
         };
         let path = dir.path().join("x.json");
         assert_eq!(existing(&path, &cell, &expected), Existing::Missing);

@@ -325,8 +325,13 @@ fn cell_line(i: usize, total: usize, cell: &Cell, started: Instant, rows: &[Cell
         let per = ran.iter().sum::<f64>() / ran.len() as f64;
         format!("eta {:.0}s", per * (total - i) as f64)
     };
+    let run = if cell.run > 1 {
+        format!(" run {}", cell.run)
+    } else {
+        String::new()
+    };
     format!(
-        "cell {}/{}: isl {} osl {} conc {} ({} prompts, {} warm-up); elapsed {:.0}s, {eta}",
+        "cell {}/{}: isl {} osl {} conc {}{run} ({} prompts, {} warm-up); elapsed {:.0}s, {eta}",
         i + 1,
         total,
         cell.input_len,
@@ -353,6 +358,10 @@ fn cell_config(base: &RunConfig, cell: &Cell, url: &BaseUrl, attempt: u32) -> Ru
             u64::from(attempt),
         ],
     );
+    // A repeat draws prompts of its own (the first run's are those of a sweep without repeats).
+    if cell.run > 1 {
+        c.prompt.seed = bench_core::prompt::derive_seed(c.prompt.seed, &[u64::from(cell.run)]);
+    }
     c.base_url = url.clone();
     c.prompt.input_len = cell.input_len;
     c.output_len = cell.output_len;

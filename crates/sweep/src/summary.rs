@@ -45,6 +45,8 @@ pub struct CellRow {
     pub input_len: u64,
     pub output_len: u64,
     pub concurrency: u64,
+    /// Which of the cell's repeated runs (1 for the first or only one).
+    pub run: u32,
     pub status: CellStatus,
     pub completed: Option<u64>,
     pub failed: Option<u64>,
@@ -71,6 +73,7 @@ impl CellRow {
             input_len: cell.input_len,
             output_len: cell.output_len,
             concurrency: cell.concurrency,
+            run: cell.run,
             status,
             completed: None,
             failed: None,
@@ -144,12 +147,13 @@ impl CellRow {
         out
     }
 
-    fn key(&self) -> (String, u64, u64, u64) {
+    fn key(&self) -> (String, u64, u64, u64, u32) {
         (
             self.name.clone(),
             self.input_len,
             self.output_len,
             self.concurrency,
+            self.run,
         )
     }
 }
@@ -204,6 +208,7 @@ mod tests {
             concurrency: conc,
             num_prompts: 4,
             num_warmups: 0,
+            run: 1,
         }
     }
 
@@ -225,14 +230,14 @@ mod tests {
         let csv = std::fs::read_to_string(dir.path().join("sweep_summary.csv")).expect("csv");
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3, "{csv}");
-        assert!(lines[0].starts_with("name,input_len,output_len,concurrency,status,"));
+        assert!(lines[0].starts_with("name,input_len,output_len,concurrency,run,status,"));
         assert!(
-            lines[1].starts_with("new,128,8,4,interrupted,,,"),
+            lines[1].starts_with("new,128,8,4,1,interrupted,,,"),
             "no figure is a false zero: {}",
             lines[1]
         );
         assert!(
-            lines[2].starts_with("old,64,8,2,earlier,4,0,,12.5,30"),
+            lines[2].starts_with("old,64,8,2,1,earlier,4,0,,12.5,30"),
             "{}",
             lines[2]
         );

@@ -503,3 +503,49 @@ fn sigint_while_waiting_exits_130() {
         .expect("kill");
     assert_eq!(child.wait().expect("exits").code(), Some(130));
 }
+
+/// `--num-runs 2`: each cell twice, one after the other, each run its own file and prompts; the
+/// summary lists both; a resumed sweep skips them.
+#[test]
+fn repeated_runs_get_files_of_their_own_and_resume_like_cells() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sim.url();
+    let args = ["--base-url", url.as_str(), "--num-runs", "2"];
+    sweep(dir.path(), &args)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("conc 2 run 2"));
+    let first = dir.path().join("t_tp2_isl64_osl8_conc2.json");
+    let second = dir.path().join("t_tp2_isl64_osl8_conc2.run2.json");
+    let seed = |p: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p).expect("a run's file")).expect("json");
+        assert_eq!(v["completed"], 6, "{}", p.display());
+        v["config"]["prompt"]["seed"].as_u64().expect("seed")
+    };
+    assert_ne!(
+        seed(&first),
+        seed(&second),
+        "each run draws its own prompts"
+    );
+    let rows = summary(dir.path());
+    let runs: Vec<(u64, u64, &str)> = rows
+        .iter()
+        .filter(|r| r["input_len"] == 64 && r["concurrency"] == 2)
+        .map(|r| {
+            let run = r["run"].as_u64().unwrap_or(0);
+            (
+                run,
+                r["completed"].as_u64().unwrap_or(0),
+                r["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(runs, [(1, 6, "done"), (2, 6, "done")]);
+    assert_eq!(rows.len(), 8, "four cells, two runs each");
+    sweep(dir.path(), &args).assert().success();
+    assert!(summary(dir.path()).iter().all(|r| r["status"] == "skipped"));
+    sims.stop(sim);
+}
