@@ -22,6 +22,8 @@ pub(crate) struct Reply {
     writer: EventWriter,
     faults: RequestFaults,
     include_usage: bool,
+    /// Usage on every token event (vLLM's `continuous_usage_stats`).
+    continuous_usage: bool,
     truth: Option<RequestTruth>,
     epoch: CancellationToken,
     tokens: u64,
@@ -43,6 +45,7 @@ impl Reply {
         faults: RequestFaults,
         truth: RequestTruth,
         include_usage: bool,
+        continuous_usage: bool,
     ) -> Self {
         // A scripted restart cancels the epoch current when the request came in.
         let epoch = state.epoch.lock().map(|e| e.clone()).unwrap_or_default();
@@ -53,6 +56,7 @@ impl Reply {
             writer,
             faults,
             include_usage,
+            continuous_usage,
             truth: Some(truth),
             epoch,
             tokens: 0,
@@ -169,7 +173,20 @@ impl Reply {
         }
         let text = std::mem::take(&mut self.pending_text);
         let liberties = self.faults.liberties;
+        let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens);
         match finish {
+            // As vLLM: every token event carries the usage so far.
+            _ if self.continuous_usage => {
+                let finish = finish
+                    .filter(|_| !liberties.no_finish_reason)
+                    .map(FinishReason::as_str);
+                let usage = wire::usage(prompt, self.tokens);
+                out.push_str(&EventWriter::frame(&self.writer.token(
+                    &text,
+                    finish,
+                    Some(usage),
+                )));
+            }
             None => self.writer.push_token_frame(&text, &mut out),
             Some(_) if liberties.no_finish_reason => self.writer.push_token_frame(&text, &mut out),
             Some(f) => out.push_str(&EventWriter::frame(&self.writer.token(
@@ -182,8 +199,7 @@ impl Reply {
         if finish.is_some() {
             self.finished = true;
             if self.include_usage && !self.faults.no_usage {
-                let prompt = self.truth.as_ref().map_or(0, |t| t.prompt_tokens)
-                    + u64::from(liberties.prompt_miscount);
+                let prompt = prompt + u64::from(liberties.prompt_miscount);
                 out.push_str(&EventWriter::frame(
                     &self.writer.usage(wire::usage(prompt, self.tokens)),
                 ));

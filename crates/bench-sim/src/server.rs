@@ -154,12 +154,21 @@ struct Job {
     max_tokens: Option<i64>,
     stream: bool,
     include_usage: bool,
+    /// Usage on every token event too (`stream_options.continuous_usage_stats`).
+    continuous_usage: bool,
     ignore_eos: bool,
 }
 
 /// `stream_options.include_usage`, false when absent.
 fn wants_usage(options: Option<&wire::StreamOptions>) -> bool {
     options.and_then(|o| o.include_usage).unwrap_or(false)
+}
+
+/// `stream_options.continuous_usage_stats`, false when absent.
+fn wants_continuous_usage(options: Option<&wire::StreamOptions>) -> bool {
+    options
+        .and_then(|o| o.continuous_usage_stats)
+        .unwrap_or(false)
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
@@ -203,6 +212,7 @@ async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
         max_tokens: req.max_tokens.or(Some(16)),
         stream: req.stream.unwrap_or(false),
         include_usage,
+        continuous_usage: wants_continuous_usage(req.stream_options.as_ref()),
         ignore_eos: req.ignore_eos.unwrap_or(false),
     };
     serve(s, job).await
@@ -226,6 +236,7 @@ async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         stream: req.stream.unwrap_or(false),
         include_usage,
+        continuous_usage: wants_continuous_usage(req.stream_options.as_ref()),
         ignore_eos: req.ignore_eos.unwrap_or(false),
     };
     serve(s, job).await
@@ -406,6 +417,14 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     if faults.no_usage && job.include_usage {
         truth.liberties.push("no_usage");
     }
-    let reply = Reply::new(s, timeline, writer, faults, truth, job.include_usage);
+    let reply = Reply::new(
+        s,
+        timeline,
+        writer,
+        faults,
+        truth,
+        job.include_usage,
+        job.continuous_usage,
+    );
     reply.respond(job.stream).await
 }
