@@ -85,6 +85,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub ignore_eos: bool,
 
+    /// Ask for usage on every event (vLLM's stream_options.continuous_usage_stats), so events
+    /// that carry several tokens (speculative decoding, stream intervals) are counted exactly
+    /// for per-token gaps; without it they come from token ids or the tokenizer.
+    #[arg(long)]
+    pub continuous_usage_stats: bool,
+
     /// SLOs for goodput in milliseconds, e.g. --goodput ttft:2000 tpot:50 e2el:10000.
     #[arg(long, num_args = 1.., value_name = "METRIC:MS")]
     pub goodput: Vec<String>,
@@ -287,6 +293,7 @@ impl CommonArgs {
             request_rate: parse_rate(&self.request_rate)?,
             burstiness: self.burstiness,
             ignore_eos: self.ignore_eos,
+            continuous_usage_stats: self.continuous_usage_stats,
             goodput: parse_goodput(&self.goodput)?,
             percentiles: parse_percentiles(&self.percentiles)?,
             save_detailed: self.save_detailed,

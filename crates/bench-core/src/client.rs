@@ -13,7 +13,7 @@
 //! is the other choice: the same requests, records and outcomes, stamped when its body stream
 //! yields.
 
-use crate::record::{FailureReason, RequestRecord, StreamMarks, TokenCountSource};
+use crate::record::{EventTokens, FailureReason, RequestRecord, StreamMarks, TokenCountSource};
 use crate::request::RequestPlan;
 use crate::standard::Standard;
 use crate::stream::{classify, excerpt, ApiKind, SseDecoder, StreamEvent};
@@ -238,7 +238,13 @@ struct StreamState {
     events: Vec<Instant>,
     /// Tokens per event when every event named its token ids.
     event_tokens: Option<u64>,
-    multi_token_events: u32,
+    /// Each output event's tokens where the server said (token ids, or the growth of a usage
+    /// sent with every event); `per_event_known` false once an event said neither.
+    per_event: Vec<u32>,
+    per_event_known: bool,
+    /// Where each output event's text ends in `text`; `text_whole` false once text was dropped.
+    text_ends: Vec<usize>,
+    text_whole: bool,
     text: String,
     usage_completion: Option<u64>,
     usage_prompt: Option<u64>,
@@ -255,7 +261,10 @@ impl StreamState {
             api,
             events: Vec::with_capacity(max_tokens.min(1 << 16) as usize),
             event_tokens: Some(0),
-            multi_token_events: 0,
+            per_event: Vec::new(),
+            per_event_known: true,
+            text_ends: Vec::new(),
+            text_whole: true,
             text: String::new(),
             usage_completion: None,
             usage_prompt: None,
@@ -290,14 +299,20 @@ impl StreamState {
                 self.events.push(arrived);
                 if self.text.len() + text.len() <= MAX_TEXT_BYTES {
                     self.text.push_str(&text);
+                } else {
+                    self.text_whole = false;
+                }
+                self.text_ends.push(self.text.len());
+                let before = self.usage_completion.unwrap_or(0);
+                let grown = usage
+                    .and_then(|u| u.completion_tokens)
+                    .map(|c| c.saturating_sub(before));
+                match tokens.map(u64::from).or(grown) {
+                    Some(n) => self.per_event.push(u32::try_from(n).unwrap_or(u32::MAX)),
+                    None => self.per_event_known = false,
                 }
                 match tokens {
-                    Some(n) => {
-                        self.event_tokens = self.event_tokens.map(|t| t + u64::from(n));
-                        if n > 1 {
-                            self.multi_token_events += 1;
-                        }
-                    }
+                    Some(n) => self.event_tokens = self.event_tokens.map(|t| t + u64::from(n)),
                     None => self.event_tokens = None,
                 }
                 self.finished |= finished;
@@ -325,6 +340,35 @@ impl StreamState {
         } else {
             Flow::Continue
         }
+    }
+
+    /// Tokens per event for a completed stream of `output_tokens`: as the server said them, one
+    /// each when there are as many events as tokens, else the tokenizer's count of each event's
+    /// text.
+    fn event_tokens_for(
+        &self,
+        output_tokens: u64,
+        tokenizer: Option<&PromptTokenizer>,
+    ) -> EventTokens {
+        let events = self.events.len();
+        if self.per_event_known && self.per_event.len() == events && events > 0 {
+            return EventTokens::Reported(self.per_event.clone());
+        }
+        if output_tokens == events as u64 {
+            return EventTokens::OnePerEvent;
+        }
+        let Some(tok) = tokenizer.filter(|_| self.text_whole) else {
+            return EventTokens::Unknown;
+        };
+        let mut start = 0;
+        let mut counts = Vec::with_capacity(events);
+        for &end in &self.text_ends {
+            let piece = self.text.get(start..end).unwrap_or("");
+            let n = tok.encode(piece).map_or(1, |ids| ids.len().max(1));
+            counts.push(u32::try_from(n).unwrap_or(u32::MAX));
+            start = end;
+        }
+        EventTokens::Tokenized(counts)
     }
 
     fn take_usage(&mut self, usage: Option<crate::stream::Usage>) {
@@ -359,13 +403,22 @@ impl StreamState {
                 )
             }
         };
+        let event_tokens = if success {
+            self.event_tokens_for(output_tokens, tokenizer)
+        } else {
+            EventTokens::Unknown
+        };
+        let multi_token_events = event_tokens
+            .counts(self.events.len())
+            .map_or(0, |c| c.iter().filter(|n| **n > 1).count() as u32);
         RequestRecord {
             index: plan.index,
             request_id: plan.request_id.clone(),
             scheduled,
             sent,
             output_events: self.events,
-            multi_token_events: self.multi_token_events,
+            multi_token_events,
+            event_tokens,
             ended,
             input_tokens: plan.input_tokens,
             server_prompt_tokens: self.usage_prompt,

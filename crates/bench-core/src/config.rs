@@ -144,6 +144,8 @@ pub struct RunConfig {
     pub request_rate: RequestRate,
     pub burstiness: f64,
     pub ignore_eos: bool,
+    /// Ask for usage on every event (`stream_options.continuous_usage_stats`).
+    pub continuous_usage_stats: bool,
     pub goodput: Slo,
     pub percentiles: Vec<f64>,
     pub save_detailed: bool,
@@ -205,6 +207,7 @@ impl RunConfig {
             request_rate: self.request_rate.echo(),
             burstiness: self.burstiness,
             ignore_eos: self.ignore_eos,
+            continuous_usage_stats: self.continuous_usage_stats,
             goodput: SloEcho {
                 ttft_ms: self.goodput.ttft_ms,
                 tpot_ms: self.goodput.tpot_ms,
@@ -253,6 +256,7 @@ impl RunConfig {
             request_rate: RequestRate::Infinite,
             burstiness: 1.0,
             ignore_eos: true,
+            continuous_usage_stats: false,
             goodput: Slo::default(),
             percentiles: vec![50.0, 90.0, 95.0, 99.0],
             save_detailed: false,

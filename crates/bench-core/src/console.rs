@@ -33,45 +33,7 @@ pub fn table(r: &RunReport) -> String {
     };
     let _ = writeln!(out, "{title:=^WIDTH$}");
     totals(&mut out, r);
-    section(
-        &mut out,
-        "Time to First Token",
-        "TTFT",
-        &m.ttft_ms,
-        &r.config.percentiles,
-    );
-    section(
-        &mut out,
-        "Time per Output Token (excl. 1st token)",
-        "TPOT",
-        &m.tpot_ms,
-        &r.config.percentiles,
-    );
-    section(
-        &mut out,
-        "Inter-token Latency",
-        "ITL",
-        &m.itl_ms,
-        &r.config.percentiles,
-    );
-    section(
-        &mut out,
-        "End-to-end Latency",
-        "E2EL",
-        &m.e2el_ms,
-        &r.config.percentiles,
-    );
-    if let Some(queue) = &m.send_lag_ms {
-        // Rate mode: the time from a request's scheduled arrival to its send, kept apart from
-        // the latencies above, which start at the send.
-        section(
-            &mut out,
-            "Queue time (arrival to send)",
-            "queue",
-            queue,
-            &r.config.percentiles,
-        );
-    }
+    latencies(&mut out, r);
     steady_state(&mut out, r);
     integrity(&mut out, r);
     client(&mut out, r);
@@ -84,6 +46,68 @@ pub fn table(r: &RunReport) -> String {
     }
     let _ = writeln!(out, "{}", "=".repeat(WIDTH));
     out
+}
+
+/// The latency sections: vLLM's four, the per-token gaps when events carried several tokens,
+/// and the queue time in rate mode.
+fn latencies(out: &mut String, r: &RunReport) {
+    let m = &r.metrics;
+    section(
+        out,
+        "Time to First Token",
+        "TTFT",
+        &m.ttft_ms,
+        &r.config.percentiles,
+    );
+    section(
+        out,
+        "Time per Output Token (excl. 1st token)",
+        "TPOT",
+        &m.tpot_ms,
+        &r.config.percentiles,
+    );
+    section(
+        out,
+        "Inter-token Latency",
+        "ITL",
+        &m.itl_ms,
+        &r.config.percentiles,
+    );
+    if let Some(gaps) = m
+        .itl_per_token_ms
+        .as_ref()
+        .filter(|_| m.multi_token_events > 0)
+    {
+        // Events carried several tokens: the gap per token beside the gap per event.
+        section(
+            out,
+            &format!(
+                "Per-token gap ({:.1}% of events multi-token)",
+                100.0 * m.multi_token_events as f64 / m.events_with_token_counts.max(1) as f64
+            ),
+            "gap/token",
+            gaps,
+            &r.config.percentiles,
+        );
+    }
+    section(
+        out,
+        "End-to-end Latency",
+        "E2EL",
+        &m.e2el_ms,
+        &r.config.percentiles,
+    );
+    if let Some(queue) = &m.send_lag_ms {
+        // Rate mode: the time from a request's scheduled arrival to its send, kept apart from
+        // the latencies above, which start at the send.
+        section(
+            out,
+            "Queue time (arrival to send)",
+            "queue",
+            queue,
+            &r.config.percentiles,
+        );
+    }
 }
 
 /// The run's counts and throughputs, one row each.

@@ -29,6 +29,9 @@ pub struct RunMetrics {
     pub ttft_ms: Distribution,
     pub tpot_ms: Distribution,
     pub itl_ms: Distribution,
+    /// Per-token gaps ([`RequestRecord::token_gaps`]) over the completed requests whose tokens
+    /// per event are known; `None` when none are.
+    pub itl_per_token_ms: Option<Distribution>,
     pub e2el_ms: Distribution,
     /// 1000 / median TPOT (ms): tokens per second per user; 0 when TPOT is undefined.
     pub interactivity: f64,
@@ -42,6 +45,8 @@ pub struct RunMetrics {
     pub peak_concurrency: usize,
     pub output_events: u64,
     pub multi_token_events: u64,
+    /// Output events whose token count is known (the base of the multi-token share).
+    pub events_with_token_counts: u64,
     /// Output events read together with the next event of their stream, so stamped with its
     /// arrival: either the server sent them at once, or the client fell behind the stream.
     pub events_sharing_a_read: u64,
@@ -145,6 +150,7 @@ pub fn compute(
         ttft_ms: latency.ttft,
         tpot_ms: latency.tpot,
         itl_ms: latency.itl,
+        itl_per_token_ms: token_gaps(&ok, percentiles),
         e2el_ms: latency.e2el,
         // With no SLO given every completed request meets them all.
         good_completed,
@@ -154,6 +160,7 @@ pub fn compute(
         peak_concurrency: peak_concurrency(records),
         output_events: streams.output_events,
         multi_token_events: streams.multi_token_events,
+        events_with_token_counts: streams.events_with_token_counts,
         events_sharing_a_read: streams.events_sharing_a_read,
         usage_fallbacks: streams.usage_fallbacks,
         short_outputs: streams.short_outputs,
@@ -200,6 +207,7 @@ impl Latencies {
 struct StreamCounts {
     output_events: u64,
     multi_token_events: u64,
+    events_with_token_counts: u64,
     events_sharing_a_read: u64,
     usage_fallbacks: usize,
     short_outputs: usize,
@@ -210,6 +218,11 @@ impl StreamCounts {
         Self {
             output_events: ok.iter().map(|r| r.output_events.len() as u64).sum(),
             multi_token_events: ok.iter().map(|r| u64::from(r.multi_token_events)).sum(),
+            events_with_token_counts: ok
+                .iter()
+                .filter(|r| r.event_tokens.is_known())
+                .map(|r| r.output_events.len() as u64)
+                .sum(),
             events_sharing_a_read: ok
                 .iter()
                 .map(|r| r.output_events.windows(2).filter(|w| w[0] == w[1]).count() as u64)
@@ -224,6 +237,18 @@ impl StreamCounts {
                 .count(),
         }
     }
+}
+
+/// Per-token gaps of the completed requests whose tokens per event are known, ms.
+fn token_gaps(ok: &[&RequestRecord], percentiles: &[f64]) -> Option<Distribution> {
+    let gaps: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.token_gaps())
+        .flatten()
+        .map(ms)
+        .collect();
+    let known = ok.iter().any(|r| r.event_tokens.is_known());
+    known.then(|| Distribution::from_samples(&gaps, percentiles))
 }
 
 /// The client's turnarounds in a closed loop of `slots` concurrent requests, ms: the k-th send
@@ -364,6 +389,7 @@ mod tests {
             sent: at(send_ms),
             output_events: events_ms.iter().map(|m| at(send_ms + m)).collect(),
             multi_token_events: 0,
+            event_tokens: crate::record::EventTokens::OnePerEvent,
             ended: at(send_ms + events_ms.last().copied().unwrap_or(0) + 1),
             input_tokens: 100,
             server_prompt_tokens: Some(101),

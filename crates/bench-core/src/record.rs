@@ -90,6 +90,37 @@ pub enum TokenCountSource {
     Tokenized,
 }
 
+/// How many tokens each output event carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EventTokens {
+    /// As many tokens as events: one each.
+    OnePerEvent,
+    /// Said by the server: each event's token ids, or the growth of the usage it sent with every
+    /// event (`continuous_usage_stats`).
+    Reported(Vec<u32>),
+    /// Counted by the tokenizer from each event's text (the server said neither): a close
+    /// estimate, as a token's text may split differently on its own.
+    Tokenized(Vec<u32>),
+    /// Not known (a failed request, or more tokens than events and nothing to count them by).
+    #[default]
+    Unknown,
+}
+
+impl EventTokens {
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Self::Unknown)
+    }
+
+    /// Each event's count, where known, for `events` events.
+    pub fn counts(&self, events: usize) -> Option<std::borrow::Cow<'_, [u32]>> {
+        match self {
+            Self::OnePerEvent => Some(std::borrow::Cow::Owned(vec![1; events])),
+            Self::Reported(c) | Self::Tokenized(c) => Some(std::borrow::Cow::Borrowed(c)),
+            Self::Unknown => None,
+        }
+    }
+}
+
 /// What a stream said about itself beyond its tokens: the promises of the protocol a completed
 /// stream may still have broken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,8 +146,10 @@ pub struct RequestRecord {
     pub sent: Instant,
     /// Arrival of each event that carried output, in order.
     pub output_events: Vec<Instant>,
-    /// Events known (from `token_ids`) to carry more than one token.
+    /// Events known ([`EventTokens`]) to carry more than one token.
     pub multi_token_events: u32,
+    /// Tokens per output event, where known.
+    pub event_tokens: EventTokens,
     /// When the request ended, successfully or not.
     pub ended: Instant,
     /// The prompt's length as the client built it.
@@ -161,6 +194,18 @@ impl RequestRecord {
         self.output_events.windows(2).map(|w| w[1] - w[0])
     }
 
+    /// Per-token gaps after the first event: an event that carried k tokens a gap g after the
+    /// previous one gives k gaps of g / k. `None` when the tokens per event are not known.
+    pub fn token_gaps(&self) -> Option<Vec<Duration>> {
+        let counts = self.event_tokens.counts(self.output_events.len())?;
+        let mut gaps = Vec::with_capacity(self.output_events.len());
+        for (gap, k) in self.itls().zip(counts.iter().skip(1)) {
+            let k = (*k).max(1);
+            gaps.extend(std::iter::repeat_n(gap / k, k as usize));
+        }
+        Some(gaps)
+    }
+
     /// How late the send was against the arrival schedule.
     pub fn send_lag(&self) -> Option<Duration> {
         self.scheduled
@@ -184,6 +229,7 @@ mod tests {
                 .map(|ms| t0 + Duration::from_millis(*ms))
                 .collect(),
             multi_token_events: 0,
+            event_tokens: EventTokens::OnePerEvent,
             ended: t0 + Duration::from_millis(events_ms.last().copied().unwrap_or(0)),
             input_tokens: 10,
             server_prompt_tokens: None,
@@ -210,6 +256,22 @@ mod tests {
         let r = record(&[50, 90], 5);
         assert_eq!(r.tpot(), Some(Duration::from_millis(10)));
         assert_eq!(record(&[50], 1).tpot(), None);
+    }
+
+    #[test]
+    fn per_token_gaps_spread_an_events_gap_over_its_tokens() {
+        // Events at 50, 60 (1 token), 90 (3 tokens): gaps 10 and 3 x 10.
+        let mut r = record(&[50, 60, 90], 5);
+        r.event_tokens = EventTokens::Reported(vec![1, 1, 3]);
+        let ms: Vec<u128> = r
+            .token_gaps()
+            .expect("known")
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
+        assert_eq!(ms, [10, 10, 10, 10]);
+        r.event_tokens = EventTokens::Unknown;
+        assert!(r.token_gaps().is_none());
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
         if config.ignore_eos {
             map.insert("ignore_eos".into(), json!(true));
         }
+        if config.continuous_usage_stats {
+            map.insert(
+                "stream_options".into(),
+                json!({"include_usage": true, "continuous_usage_stats": true}),
+            );
+        }
     }
     Bytes::from(body.to_string())
 }
@@ -99,5 +105,10 @@ mod tests {
         assert_eq!(v["messages"][0]["content"], "hi \"there\"");
         assert_eq!(v["max_completion_tokens"], 128);
         assert!(v.get("ignore_eos").is_none());
+        assert!(v["stream_options"].get("continuous_usage_stats").is_none());
+        c.continuous_usage_stats = true;
+        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        assert_eq!(v["stream_options"]["continuous_usage_stats"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
     }
 }

@@ -114,6 +114,7 @@ fn own_keys(f: &mut ResultFile, r: &RunReport) {
     f.output = Some(OutputCounts {
         events: m.output_events,
         multi_token_events: m.multi_token_events,
+        events_with_token_counts: m.events_with_token_counts,
         events_sharing_a_read: m.events_sharing_a_read,
         usage_fallbacks: m.usage_fallbacks as u64,
         short_outputs: m.short_outputs as u64,
@@ -192,6 +193,7 @@ fn distributions(m: &RunMetrics) -> Distributions {
         ttft: summary(&m.ttft_ms),
         tpot: summary(&m.tpot_ms),
         itl: summary(&m.itl_ms),
+        itl_per_token: m.itl_per_token_ms.as_ref().map(summary),
         e2el: summary(&m.e2el_ms),
         send_lag: m.send_lag_ms.as_ref().map(summary),
         turnaround: m.turnaround_ms.as_ref().map(summary),

@@ -144,6 +144,7 @@ mod tests {
             ended: *events.last().expect("tokens > 0"),
             output_events: events,
             multi_token_events: 0,
+            event_tokens: crate::record::EventTokens::OnePerEvent,
             input_tokens: 100,
             server_prompt_tokens: None,
             output_tokens: tokens,

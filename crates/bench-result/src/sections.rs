@@ -33,6 +33,9 @@ pub struct FailureGroup {
 pub struct OutputCounts {
     pub events: u64,
     pub multi_token_events: u64,
+    /// Events whose token count is known (from token ids, per-event usage, one token per event,
+    /// or the tokenizer): `multi_token_events` over this is the multi-token share.
+    pub events_with_token_counts: u64,
     /// Output events read together with the next one of their stream, so stamped with its time.
     pub events_sharing_a_read: u64,
     pub usage_fallbacks: u64,
@@ -97,6 +100,9 @@ pub struct Distributions {
     pub ttft: Summary,
     pub tpot: Summary,
     pub itl: Summary,
+    /// Per-token gaps: an event of k tokens a gap g after the previous gives k gaps of g / k.
+    #[serde(default)]
+    pub itl_per_token: Option<Summary>,
     pub e2el: Summary,
     /// Lateness of sends against the arrival schedule (rate mode).
     pub send_lag: Option<Summary>,

@@ -111,6 +111,9 @@ pub struct RunSettings {
     pub request_rate: Rate,
     pub burstiness: f64,
     pub ignore_eos: bool,
+    /// Usage was asked for on every event; files written before the choice did not.
+    #[serde(default)]
+    pub continuous_usage_stats: bool,
     pub goodput: SloEcho,
     pub percentiles: Vec<f64>,
     pub save_detailed: bool,

@@ -10,5 +10,6 @@ mod schema;
 mod steady;
 mod support;
 mod tls;
+mod token_gaps;
 mod tokenizer_hub;
 mod transcripts;
