@@ -111,6 +111,44 @@ impl Figure {
     }
 }
 
+/// The file that sums up repeated runs, beside the first run's result: `x.json` ->
+/// `x.repeats.json`.
+pub fn path_for(first: &std::path::Path) -> std::path::PathBuf {
+    let stem = first
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    first.with_file_name(format!("{stem}.repeats.json"))
+}
+
+/// What `x.repeats.json` holds: the runs' files, how the intervals were computed, and each
+/// headline figure's interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepeatsFile {
+    /// The runs' result files (names, beside this file).
+    pub runs: Vec<String>,
+    /// `student_t`: Student's t over the runs' values (docs/metrics.md says why).
+    pub method: String,
+    pub confidence: f64,
+    /// Figure name (with its unit) to interval.
+    pub figures: std::collections::BTreeMap<String, Interval>,
+}
+
+impl RepeatsFile {
+    /// The summary of `runs`, (file name, result) each.
+    pub fn of(runs: &[(String, ResultFile)]) -> Self {
+        let files: Vec<ResultFile> = runs.iter().map(|(_, f)| f.clone()).collect();
+        Self {
+            runs: runs.iter().map(|(n, _)| n.clone()).collect(),
+            method: "student_t".into(),
+            confidence: CONFIDENCE,
+            figures: intervals(&files)
+                .into_iter()
+                .map(|(f, i)| (f.name().to_string(), i))
+                .collect(),
+        }
+    }
+}
+
 /// Every figure's interval over `files`, the runs of one configuration; figures some run lacks
 /// are left out.
 pub fn intervals(files: &[ResultFile]) -> Vec<(Figure, Interval)> {

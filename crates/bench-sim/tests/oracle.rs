@@ -196,14 +196,29 @@ async fn reads_match_the_truth_at_1_64_and_1024_streams() {
     // its task runs, so a busy runtime or machine delays it as much as it delays a timer: the
     // bounds stretch by what a probe on the same runtime measured meanwhile. A hand-over stamped
     // before the bytes were really written would show as a lag no probe explains.
+    //
+    // A run in which the machine stalled the runtime (a wake-up over 20 ms late) is disturbed:
+    // a thousand streams' reads queue behind the stall by more than a timer's lateness shows, so
+    // such a run may fail its bounds and is run once more, saying so. The second must hold.
     for (conc, max_bound, mean_bound) in [(1, 5.0, 1.0), (64, 20.0, 3.0), (1024, 150.0, 10.0)] {
-        let probe = WakeProbe::start();
-        let (max, mean, events) = lag_at(conc).await;
-        let (probe_mean, probe_max) = probe.finish().await;
-        eprintln!(
-            "{conc} streams: {events} events, read lag mean {mean:.3} ms, max {max:.3} ms; \
-             runtime wake-up lateness mean {probe_mean:.3} ms, max {probe_max:.3} ms"
-        );
+        let mut tries = 0;
+        let (max, mean, events, probe_mean, probe_max) = loop {
+            tries += 1;
+            let probe = WakeProbe::start();
+            let (max, mean, events) = lag_at(conc).await;
+            let (probe_mean, probe_max) = probe.finish().await;
+            eprintln!(
+                "{conc} streams: {events} events, read lag mean {mean:.3} ms, max {max:.3} ms; \
+                 runtime wake-up lateness mean {probe_mean:.3} ms, max {probe_max:.3} ms"
+            );
+            let held = max < max_bound + probe_max && mean < mean_bound + probe_mean;
+            if held || tries > 1 || probe_max <= 20.0 {
+                break (max, mean, events, probe_mean, probe_max);
+            }
+            eprintln!(
+                "{conc} streams: the machine stalled the runtime for {probe_max:.1} ms; once more"
+            );
+        };
         assert_eq!(events, conc * 20);
         assert!(
             max < max_bound + probe_max,

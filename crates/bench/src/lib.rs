@@ -50,15 +50,7 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
             flag: "--num-runs",
             message: format!("from 1 to 1000 runs, got {}", args.num_runs),
         })?;
-    // Checked before any request, so a path that cannot be written loses no measurement.
-    let default_dir = std::path::Path::new("inferperf-result.json");
-    check_writable(
-        "--result-filepath",
-        args.result_filepath.as_deref().unwrap_or(default_dir),
-    )?;
-    if let Some(path) = &args.save_events {
-        check_writable("--save-events", path)?;
-    }
+    check_outputs(&args)?;
     bench_core::open_files::ensure(config.max_in_flight() as u64)?;
     let tokenizer = bench_core::load_tokenizer(&config)
         .await
@@ -102,13 +94,16 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
         }
         completed += report.metrics.completed;
         failed += report.metrics.failed;
-        files.push(result::to_file(&report));
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        files.push((name, result::to_file(&report)));
         if stop.received().is_some() {
             break;
         }
     }
-    if files.len() > 1 {
-        print!("{}", repeats_table(&files));
+    if let (true, Some(first)) = (files.len() > 1, &first) {
+        sum_up(&files, first)?;
     }
     Ok(Outcome {
         result_path: first.unwrap_or_default(),
@@ -116,6 +111,36 @@ pub async fn run_until(args: BenchArgs, stop: signal::Stop) -> anyhow::Result<Ou
         failed,
         interrupted_by: stop.received(),
     })
+}
+
+/// The files a run writes can be written: checked before any request, so a path that cannot be
+/// written loses no measurement.
+fn check_outputs(args: &BenchArgs) -> Result<(), UsageError> {
+    let default_dir = std::path::Path::new("inferperf-result.json");
+    check_writable(
+        "--result-filepath",
+        args.result_filepath.as_deref().unwrap_or(default_dir),
+    )?;
+    if let Some(path) = &args.save_events {
+        check_writable("--save-events", path)?;
+    }
+    Ok(())
+}
+
+/// Prints the intervals over the runs `files` ((name, result) each) and writes them beside the
+/// first run's file `first`.
+fn sum_up(
+    files: &[(String, bench_result::ResultFile)],
+    first: &std::path::Path,
+) -> anyhow::Result<()> {
+    let summary = bench_result::repeats::RepeatsFile::of(files);
+    print!("{}", repeats_table(&summary));
+    let path = bench_result::repeats::path_for(first);
+    let value = serde_json::to_value(&summary).context("the repeats summary")?;
+    bench_result::atomic::write_json(&path, &value)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("intervals over the runs written to {}", path.display());
+    Ok(())
 }
 
 /// Run `run`'s file: `path` itself for the first, `NAME.runK.EXT` beside it for the others.
@@ -134,20 +159,23 @@ pub fn run_path(path: &std::path::Path, run: u32) -> PathBuf {
 }
 
 /// Each headline figure over the runs: mean, 95% interval, coefficient of variation.
-fn repeats_table(files: &[bench_core::result::ResultFile]) -> String {
+fn repeats_table(summary: &bench_result::repeats::RepeatsFile) -> String {
     use std::fmt::Write;
     let mut out = format!(
         "{:=^78}\n{:<20} {:>12} {:>27} {:>8}\n",
         format!(
             " {} runs: mean and 95% interval (Student's t) ",
-            files.len()
+            summary.runs.len()
         ),
         "figure",
         "mean",
         "95% interval",
         "CV"
     );
-    for (figure, i) in bench_result::repeats::intervals(files) {
+    for figure in bench_result::repeats::Figure::ALL {
+        let Some(i) = summary.figures.get(figure.name()) else {
+            continue;
+        };
         let _ = writeln!(
             out,
             "{:<20} {:>12.2} {:>27} {:>7.1}%",

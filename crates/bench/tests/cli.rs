@@ -461,6 +461,27 @@ fn repeated_runs_each_get_their_own_prompts_and_file_then_intervals() {
         })
         .collect();
     assert_eq!(seeds.len(), 3, "each run draws its own prompts");
+    // The intervals, beside the first run, naming the runs.
+    let summary = read(&dir.path().join("r.repeats.json"));
+    assert_eq!(summary["runs"], serde_json::json!(files));
+    assert_eq!(summary["method"], "student_t");
+    let output = &summary["figures"]["output tok/s"];
+    let (low, mean, high) = (
+        output["low"].as_f64().expect("low"),
+        output["mean"].as_f64().expect("mean"),
+        output["high"].as_f64().expect("high"),
+    );
+    assert!(low <= mean && mean <= high, "{output}");
+    let mean_of_runs = files
+        .iter()
+        .map(|f| {
+            read(&dir.path().join(f))["output_throughput"]
+                .as_f64()
+                .expect("figure")
+        })
+        .sum::<f64>()
+        / 3.0;
+    assert!((mean - mean_of_runs).abs() < 1e-9);
     bench(&sim.url(), &out, &["--num-runs", "0"])
         .assert()
         .code(2)

@@ -167,8 +167,10 @@ pub fn load_dir(dir: &Path, pattern: &str) -> Result<(Vec<Run>, Vec<String>), St
     let mut warnings = Vec::new();
     for entry in paths {
         match entry {
-            // An interrupted attempt, or the sweep's own summary: not runs to draw.
+            // An interrupted attempt, repeats summed up, or the sweep's own summary: not runs.
             Ok(p) if p.to_string_lossy().ends_with(".partial.json") => {}
+            // Repeats summed up (intervals, no run's figures).
+            Ok(p) if p.to_string_lossy().ends_with(".repeats.json") => {}
             Ok(p) if p.file_name().is_some_and(|n| n == "sweep_summary.json") => {}
             Ok(p) => match read(&p) {
                 Ok(r) => runs.push(r),

@@ -202,9 +202,60 @@ impl Session {
             self.bar.inc();
             rows.push(row);
             summary::write(&self.plan.results_dir, &rows).context("writing the sweep summary")?;
+            if cell.run > 1 && cells.get(i + 1).is_none_or(|next| next.run == 1) {
+                self.sum_up_repeats(cell);
+            }
         }
         self.bar.finish();
         Ok(rows)
+    }
+
+    /// After a cell's last run: the intervals over its finished runs, beside the first one
+    /// (`...conc<C>.repeats.json`), and a line with the output throughput's.
+    fn sum_up_repeats(&self, last: &Cell) {
+        let plan = &self.plan;
+        let runs: Vec<(PathBuf, bench_result::ResultFile)> = (1..=last.run)
+            .map(|run| {
+                cell::done_path(
+                    &plan.results_dir,
+                    &Cell { run, ..*last },
+                    &plan.name,
+                    plan.base.tp,
+                )
+            })
+            .filter_map(|p| bench_result::read(&p).ok().map(|f| (p, f)))
+            .filter(|(_, f)| f.completed.unwrap_or(0) >= last.num_prompts)
+            .collect();
+        let Some((first, _)) = runs.first() else {
+            return;
+        };
+        let named: Vec<(String, bench_result::ResultFile)> = runs
+            .iter()
+            .map(|(p, f)| {
+                let name = p
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                (name, f.clone())
+            })
+            .collect();
+        let summary = bench_result::repeats::RepeatsFile::of(&named);
+        let path = bench_result::repeats::path_for(first);
+        let written = serde_json::to_value(&summary)
+            .map_err(std::io::Error::other)
+            .and_then(|v| bench_result::atomic::write_json(&path, &v));
+        match (written, summary.figures.get("output tok/s")) {
+            (Err(e), _) => self.say(&format!("  warning: cannot write {} ({e})", path.display())),
+            (Ok(()), Some(i)) => self.say(&format!(
+                "  {} runs: output tok/s {:.0} (95% interval {:.0} .. {:.0}, CV {:.1}%) -> {}",
+                summary.runs.len(),
+                i.mean,
+                i.low,
+                i.high,
+                i.cv * 100.0,
+                path.display()
+            )),
+            (Ok(()), None) => {}
+        }
     }
 
     /// A line on stderr that does not tear the progress bars.

@@ -545,6 +545,20 @@ fn repeated_runs_get_files_of_their_own_and_resume_like_cells() {
         .collect();
     assert_eq!(runs, [(1, 6, "done"), (2, 6, "done")]);
     assert_eq!(rows.len(), 8, "four cells, two runs each");
+    let repeats: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("t_tp2_isl64_osl8_conc2.repeats.json")).expect("intervals"),
+    )
+    .expect("json");
+    assert_eq!(
+        repeats["runs"],
+        serde_json::json!([
+            "t_tp2_isl64_osl8_conc2.json",
+            "t_tp2_isl64_osl8_conc2.run2.json"
+        ])
+    );
+    assert!(repeats["figures"]["output tok/s"]["mean"]
+        .as_f64()
+        .is_some());
     sweep(dir.path(), &args).assert().success();
     assert!(summary(dir.path()).iter().all(|r| r["status"] == "skipped"));
     sims.stop(sim);
