@@ -255,12 +255,9 @@ fn send_error(e: reqwest::Error) -> TransportError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     let mut lost = None;
     while let Some(s) = source {
-        let io = s.downcast_ref::<std::io::Error>();
-        if io.is_some()
-            || s.to_string()
-                .contains("connection closed before message completed")
-        {
-            lost = Some(s.to_string());
+        let text = s.to_string();
+        if s.is::<std::io::Error>() || text.contains("connection closed before message completed") {
+            lost = Some(text);
         }
         source = s.source();
     }

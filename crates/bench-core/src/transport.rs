@@ -12,8 +12,7 @@
 //! ([`ReadStats`]). `https://` runs the same over TLS ([`crate::tls`]).
 
 use crate::chunked::ChunkedDecoder;
-use crate::socket::PeerState;
-use crate::socket::{Arrival, StampedStream};
+use crate::socket::{Arrival, PeerState, StampedStream};
 use crate::tls::TlsStream;
 use std::sync::Arc;
 use std::sync::Mutex;
