@@ -180,7 +180,12 @@ fn a_sweep_and_its_resumption_never_hit_the_prefix_cache() {
                     .map(|e| e.path())
                     .filter(|p| {
                         let n = p.file_name().map(|n| n.to_string_lossy().to_string());
-                        n.is_some_and(|n| n.starts_with("conf_tp1_") && !n.contains(".attempt"))
+                        // Finished cells' result files, not attempts or per-request files.
+                        n.is_some_and(|n| {
+                            n.starts_with("conf_tp1_")
+                                && n.ends_with(".json")
+                                && !n.contains(".attempt")
+                        })
                     })
                     .collect()
             })
