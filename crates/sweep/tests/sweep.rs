@@ -26,11 +26,16 @@ impl Sims {
     }
 
     fn start(&self, itl_ms: u64) -> SimHandle {
+        self.start_with(itl_ms, |_| {})
+    }
+
+    fn start_with(&self, itl_ms: u64, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
         let mut cfg = SimConfig::preset("sim-model", "fixed").expect("preset");
         cfg.timing = bench_sim::timing::Timing::Fixed {
             ttft: Duration::from_millis(5),
             itl: Duration::from_millis(itl_ms),
         };
+        tweak(&mut cfg);
         self.runtime
             .block_on(Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr")))
             .expect("simulator starts")
@@ -562,4 +567,39 @@ fn repeated_runs_get_files_of_their_own_and_resume_like_cells() {
     sweep(dir.path(), &args).assert().success();
     assert!(summary(dir.path()).iter().all(|r| r["status"] == "skipped"));
     sims.stop(sim);
+}
+
+/// A stall shows where a user looks for it: in the timeline drawn from a cell's per-request file,
+/// intervals with a request in flight and not one token.
+#[test]
+fn a_stalled_stream_shows_in_the_timeline_as_tokens_stopping_with_a_request_in_flight() {
+    let sims = Sims::new();
+    // Every stream stalls once for 400 ms; otherwise a token every 5 ms.
+    let sim = sims.start_with(5, |c| {
+        c.faults.stall = 1.0;
+        c.faults.stall_for = Duration::from_millis(400);
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each event's time, so the timeline counts tokens when they came.
+    let url = sim.url();
+    sweep(dir.path(), &["--base-url", &url, "--save-detailed"])
+        .assert()
+        .success();
+    sims.stop(sim);
+    let run = plot::load::read(&dir.path().join("t_tp2_isl64_osl8_conc1.json")).expect("a run");
+    let detailed = plot::detail::read(&run).expect("its per-request file");
+    // One request at a time, three of them: ~1.3 s in 12 intervals of ~110 ms, each stall
+    // covering at least two whole ones.
+    let panels = plot::detail::timeline(&detailed, 12);
+    let in_flight = &panels[0].series[0].points;
+    let rate = &panels[0].secondary.as_ref().expect("a rate axis").series[0].points;
+    let stalled = in_flight
+        .iter()
+        .zip(rate)
+        .filter(|(f, r)| f.1 > 0.99 && r.1 == 0.0)
+        .count();
+    assert!(
+        stalled >= 3,
+        "{stalled} stalled intervals: {in_flight:?} {rate:?}"
+    );
 }
