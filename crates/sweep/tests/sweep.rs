@@ -589,7 +589,7 @@ fn a_stalled_stream_shows_in_the_timeline_as_tokens_stopping_with_a_request_in_f
     let run = plot::load::read(&dir.path().join("t_tp2_isl64_osl8_conc1.json")).expect("a run");
     let detailed = plot::detail::read(&run).expect("its per-request file");
     // One request at a time, three of them: ~1.3 s in 12 intervals of ~110 ms, each stall
-    // covering at least two whole ones.
+    // covering at least two whole ones (seven here; two with tokens spread over the decode).
     let panels = plot::detail::timeline(&detailed, 12);
     let in_flight = &panels[0].series[0].points;
     let rate = &panels[0].secondary.as_ref().expect("a rate axis").series[0].points;
@@ -599,7 +599,7 @@ fn a_stalled_stream_shows_in_the_timeline_as_tokens_stopping_with_a_request_in_f
         .filter(|(f, r)| f.1 > 0.99 && r.1 == 0.0)
         .count();
     assert!(
-        stalled >= 3,
+        stalled >= 5,
         "{stalled} stalled intervals: {in_flight:?} {rate:?}"
     );
 }
