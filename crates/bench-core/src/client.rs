@@ -408,9 +408,7 @@ impl StreamState {
         } else {
             EventTokens::Unknown
         };
-        let multi_token_events = event_tokens
-            .counts(self.events.len())
-            .map_or(0, |c| c.iter().filter(|n| **n > 1).count() as u32);
+        let multi_token_events = event_tokens.multi_token_events();
         RequestRecord {
             index: plan.index,
             request_id: plan.request_id.clone(),

@@ -111,13 +111,19 @@ impl EventTokens {
         !matches!(self, Self::Unknown)
     }
 
-    /// Each event's count, where known, for `events` events.
-    pub fn counts(&self, events: usize) -> Option<std::borrow::Cow<'_, [u32]>> {
+    /// Each event's count where the events carried different numbers of tokens; `None` when one
+    /// each or not known.
+    fn per_event(&self) -> Option<&[u32]> {
         match self {
-            Self::OnePerEvent => Some(std::borrow::Cow::Owned(vec![1; events])),
-            Self::Reported(c) | Self::Tokenized(c) => Some(std::borrow::Cow::Borrowed(c)),
-            Self::Unknown => None,
+            Self::Reported(c) | Self::Tokenized(c) => Some(c),
+            Self::OnePerEvent | Self::Unknown => None,
         }
+    }
+
+    /// Events that carried more than one token.
+    pub fn multi_token_events(&self) -> u32 {
+        self.per_event()
+            .map_or(0, |c| c.iter().filter(|n| **n > 1).count() as u32)
     }
 }
 
@@ -197,7 +203,11 @@ impl RequestRecord {
     /// Per-token gaps after the first event: an event that carried k tokens a gap g after the
     /// previous one gives k gaps of g / k. `None` when the tokens per event are not known.
     pub fn token_gaps(&self) -> Option<Vec<Duration>> {
-        let counts = self.event_tokens.counts(self.output_events.len())?;
+        let counts = match &self.event_tokens {
+            EventTokens::Unknown => return None,
+            EventTokens::OnePerEvent => return Some(self.itls().collect()),
+            known => known.per_event()?,
+        };
         let mut gaps = Vec::with_capacity(self.output_events.len());
         for (gap, k) in self.itls().zip(counts.iter().skip(1)) {
             let k = (*k).max(1);

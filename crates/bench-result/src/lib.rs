@@ -22,6 +22,15 @@ pub mod requests;
 pub mod sections;
 pub mod settings;
 
+/// The file beside `result` that shares its stem: `x.json` with `.requests.jsonl` ->
+/// `x.requests.jsonl`.
+pub fn beside(result: &Path, suffix: &str) -> PathBuf {
+    let stem = result
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    result.with_file_name(format!("{stem}{suffix}"))
+}
+
 use sections::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -114,10 +114,7 @@ impl Figure {
 /// The file that sums up repeated runs, beside the first run's result: `x.json` ->
 /// `x.repeats.json`.
 pub fn path_for(first: &std::path::Path) -> std::path::PathBuf {
-    let stem = first
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    first.with_file_name(format!("{stem}.repeats.json"))
+    crate::beside(first, ".repeats.json")
 }
 
 /// What `x.repeats.json` holds: the runs' files, how the intervals were computed, and each
@@ -134,6 +131,11 @@ pub struct RepeatsFile {
 }
 
 impl RepeatsFile {
+    /// Writes the summary to `path`, whole or not at all.
+    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        crate::atomic::write_json(path, self)
+    }
+
     /// The summary of `runs`, (file name, result) each.
     pub fn of(runs: &[(String, ResultFile)]) -> Self {
         let files: Vec<ResultFile> = runs.iter().map(|(_, f)| f.clone()).collect();

@@ -46,10 +46,7 @@ pub struct RequestLine {
 
 /// The per-request file of the result file at `result`: `x.json` -> `x.requests.jsonl`.
 pub fn path_for(result: &Path) -> PathBuf {
-    let stem = result
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    result.with_file_name(format!("{stem}.requests.jsonl"))
+    crate::beside(result, ".requests.jsonl")
 }
 
 /// Why a per-request file could not be read.

@@ -136,8 +136,8 @@ fn sum_up(
     let summary = bench_result::repeats::RepeatsFile::of(files);
     print!("{}", repeats_table(&summary));
     let path = bench_result::repeats::path_for(first);
-    let value = serde_json::to_value(&summary).context("the repeats summary")?;
-    bench_result::atomic::write_json(&path, &value)
+    summary
+        .write(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("intervals over the runs written to {}", path.display());
     Ok(())

@@ -240,10 +240,7 @@ impl Session {
             .collect();
         let summary = bench_result::repeats::RepeatsFile::of(&named);
         let path = bench_result::repeats::path_for(first);
-        let written = serde_json::to_value(&summary)
-            .map_err(std::io::Error::other)
-            .and_then(|v| bench_result::atomic::write_json(&path, &v));
-        match (written, summary.figures.get("output tok/s")) {
+        match (summary.write(&path), summary.figures.get("output tok/s")) {
             (Err(e), _) => self.say(&format!("  warning: cannot write {} ({e})", path.display())),
             (Ok(()), Some(i)) => self.say(&format!(
                 "  {} runs: output tok/s {:.0} (95% interval {:.0} .. {:.0}, CV {:.1}%) -> {}",
