@@ -7,6 +7,7 @@
 // Flag docs are `--help` text, where `<host>` is a placeholder, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
+use bench_core::config::Deployment;
 use bench_core::config::{BaseUrl, TransportKind};
 use bench_core::config::{Endpoint, RequestRate, RunConfig, Slo};
 use bench_core::prompt::{PromptSpec, SeedOrigin};
@@ -128,6 +129,9 @@ pub struct CommonArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub tp: Option<i64>,
 
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+
     /// How often to scrape the server's /metrics while the run goes on (also at its start and
     /// end): its own token counts, prefix-cache hits and latencies go into the result.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
@@ -140,6 +144,92 @@ pub struct CommonArgs {
     /// The HTTP stack requests go over (docs/performance.md compares the two).
     #[arg(long, value_enum, default_value_t = Transport::Native)]
     pub transport: Transport,
+}
+
+/// The server's configuration and topology, recorded in the result (`config.deployment`) so
+/// per-GPU figures divide by its GPUs and campaigns compare configurations.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Deployment (recorded in the result)")]
+pub struct DeploymentArgs {
+    /// Name of the server's configuration, e.g. a campaign's `[[config]]` name.
+    #[arg(long, value_name = "NAME")]
+    pub deployment: Option<String>,
+    /// GPUs the whole server uses, over every node and replica; per-GPU figures divide by it
+    /// [default: tp x pp x dp].
+    #[arg(long, allow_negative_numbers = true)]
+    pub gpus: Option<i64>,
+    /// Nodes the server runs on [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub nodes: Option<i64>,
+    /// Pipeline-parallel size of the server [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub pp: Option<i64>,
+    /// Data-parallel size of the server (engine replicas) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub dp: Option<i64>,
+    /// The server spreads experts over its GPUs (expert parallelism).
+    #[arg(long)]
+    pub expert_parallel: bool,
+}
+
+impl DeploymentArgs {
+    /// The deployment, when any of its flags was given; `tp` is the run's tensor-parallel size.
+    pub fn resolve(&self, tp: u32) -> Result<Option<Deployment>, UsageError> {
+        let given = self.deployment.is_some()
+            || self.gpus.is_some()
+            || self.nodes.is_some()
+            || self.pp.is_some()
+            || self.dp.is_some()
+            || self.expert_parallel;
+        if !given {
+            return Ok(None);
+        }
+        let size = |flag: &'static str, v: Option<i64>| -> Result<u32, UsageError> {
+            match v {
+                None => Ok(1),
+                Some(n) => u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| usage(flag, format!("must be at least 1, got {n}"))),
+            }
+        };
+        let (nodes, pp, dp) = (
+            size("--nodes", self.nodes)?,
+            size("--pp", self.pp)?,
+            size("--dp", self.dp)?,
+        );
+        let ranks = u64::from(tp) * u64::from(pp) * u64::from(dp);
+        let gpus = match self.gpus {
+            None => u32::try_from(ranks)
+                .map_err(|_| usage("--gpus", format!("tp x pp x dp = {ranks} is too large")))?,
+            Some(_) => size("--gpus", self.gpus)?,
+        };
+        if u64::from(gpus) < ranks {
+            return Err(usage(
+                "--gpus",
+                format!("{gpus} is fewer than tp x pp x dp = {tp} x {pp} x {dp} = {ranks}"),
+            ));
+        }
+        if nodes > gpus {
+            return Err(usage(
+                "--nodes",
+                format!("{nodes} nodes for {gpus} GPUs: every node runs at least one"),
+            ));
+        }
+        if let Some(name) = &self.deployment {
+            if name.trim().is_empty() {
+                return Err(usage("--deployment", "must not be empty"));
+            }
+        }
+        Ok(Some(Deployment {
+            name: self.deployment.clone(),
+            gpus,
+            nodes,
+            pp,
+            dp,
+            expert_parallel: self.expert_parallel,
+        }))
+    }
 }
 
 /// `--transport`'s values.
@@ -306,6 +396,7 @@ impl CommonArgs {
             server_metrics_interval: self.server_metrics_interval()?,
             interrupt_grace: Duration::from_secs(5),
             tp,
+            deployment: self.deployment.resolve(tp)?,
             metadata,
             api_key: std::env::var("OPENAI_API_KEY")
                 .ok()

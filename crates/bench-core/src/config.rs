@@ -5,7 +5,7 @@
 
 use crate::prompt::PromptSpec;
 use crate::stream::ApiKind;
-pub use bench_result::settings::TransportKind;
+pub use bench_result::settings::{Deployment, TransportKind};
 use bench_result::settings::{EndpointEcho, PromptEcho, Rate, RunSettings, SloEcho};
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -156,6 +156,9 @@ pub struct RunConfig {
     pub interrupt_grace: Duration,
     /// Tensor-parallel size the run declares, for per-GPU figures.
     pub tp: u32,
+    /// The server's configuration and topology, when declared: per-GPU figures divide by its
+    /// GPUs.
+    pub deployment: Option<Deployment>,
     /// `--metadata KEY=VALUE` pairs, in order.
     pub metadata: Vec<(String, String)>,
     /// Extra CA certificates (PEM) trusted for `https://` servers.
@@ -219,11 +222,17 @@ impl RunConfig {
             idle_timeout: self.idle_timeout.map(|d| d.as_secs_f64()),
             interrupt_grace: self.interrupt_grace.as_secs_f64(),
             tp: self.tp,
+            deployment: self.deployment.clone(),
             metadata: self.metadata.clone(),
             ca_cert: self.ca_cert.as_ref().map(|p| p.display().to_string()),
             server_metrics_interval: self.server_metrics_interval.map(|d| d.as_secs_f64()),
             transport: self.transport,
         }
+    }
+
+    /// GPUs the server uses: the declared deployment's, else the tensor-parallel size.
+    pub fn gpus(&self) -> u32 {
+        self.deployment.as_ref().map_or(self.tp, |d| d.gpus).max(1)
     }
 
     /// The full URL requests are posted to.
@@ -266,6 +275,7 @@ impl RunConfig {
             server_metrics_interval: Some(SERVER_METRICS_INTERVAL),
             interrupt_grace: Duration::from_secs(5),
             tp: 1,
+            deployment: None,
             metadata: Vec::new(),
             api_key: None,
             transport: TransportKind::Native,

@@ -93,7 +93,7 @@ fn vllm_keys(f: &mut ResultFile, r: &RunReport) {
 
 fn own_keys(f: &mut ResultFile, r: &RunReport) {
     let m = &r.metrics;
-    let tp = f64::from(r.config.tp.max(1));
+    let gpus = f64::from(r.config.gpus());
     f.schema_version = Some(SCHEMA_VERSION);
     f.tool = Some(Tool {
         name: "inferperf".into(),
@@ -106,9 +106,9 @@ fn own_keys(f: &mut ResultFile, r: &RunReport) {
     f.peak_concurrency = Some(m.peak_concurrency as u64);
     f.tp = Some(r.config.tp);
     f.per_gpu = Some(PerGpu {
-        input_throughput: m.input_throughput / tp,
-        output_throughput: m.output_throughput / tp,
-        total_token_throughput: m.total_token_throughput / tp,
+        input_throughput: m.input_throughput / gpus,
+        output_throughput: m.output_throughput / gpus,
+        total_token_throughput: m.total_token_throughput / gpus,
     });
     f.failures = Some(m.failures.clone());
     f.output = Some(OutputCounts {

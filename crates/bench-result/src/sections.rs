@@ -10,7 +10,8 @@ pub struct Tool {
     pub version: String,
 }
 
-/// `per_gpu`: throughputs divided by the declared tensor-parallel size.
+/// `per_gpu`: throughputs divided by the server's GPUs (`config.deployment.gpus` where declared,
+/// else the tensor-parallel size).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PerGpu {

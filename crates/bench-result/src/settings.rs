@@ -96,6 +96,24 @@ pub struct SloEcho {
     pub e2el_ms: Option<f64>,
 }
 
+/// The server a run measured, where the run was told: its configuration's name (in a campaign)
+/// and its topology. Per-GPU figures divide by `gpus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The configuration's name, e.g. a campaign's `[[config]]` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// GPUs the whole server uses (every node, every replica).
+    pub gpus: u32,
+    pub nodes: u32,
+    /// Pipeline-parallel size.
+    pub pp: u32,
+    /// Data-parallel size (engine replicas).
+    pub dp: u32,
+    /// Experts spread over the GPUs (expert parallelism) rather than split by tensor parallelism.
+    pub expert_parallel: bool,
+}
+
 /// Everything a run was told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
@@ -125,6 +143,9 @@ pub struct RunSettings {
     /// Seconds requests in flight may finish after an interrupt.
     pub interrupt_grace: f64,
     pub tp: u32,
+    /// The server's configuration and topology, when declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
     pub metadata: Vec<(String, String)>,
     #[serde(default)]
     pub ca_cert: Option<String>,

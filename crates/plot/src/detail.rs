@@ -333,6 +333,8 @@ mod tests {
             name: "x".into(),
             model: None,
             tp: 1,
+            gpus: 1,
+            deployment: None,
             isl: 64,
             osl: 4,
             conc: 2,

@@ -572,6 +572,8 @@ mod tests {
             name: name.into(),
             model: Some("m".into()),
             tp: 4,
+            gpus: 4,
+            deployment: None,
             isl: 1024,
             osl: 128,
             conc: 4,

@@ -19,6 +19,11 @@ pub struct Run {
     /// The model served, when the file says (`config.model`, or `model_id`).
     pub model: Option<String>,
     pub tp: u32,
+    /// GPUs the server used: the file's declared deployment's, else `tp`. Per-GPU figures divide
+    /// by it.
+    pub gpus: u32,
+    /// The server configuration's name, when the file declares one (`config.deployment.name`).
+    pub deployment: Option<String>,
     pub isl: u64,
     pub osl: u64,
     pub conc: u64,
@@ -95,6 +100,7 @@ pub fn read(path: &Path) -> Result<Run, String> {
     let output_throughput = usable(file.output_throughput)
         .ok_or_else(|| format!("{}: no usable `output_throughput`", path.display()))?;
     let latency = |metric, stat| usable(file.latency_ms(metric, stat));
+    let deployment = file.config.as_ref().and_then(|c| c.deployment.as_ref());
     let run = Run {
         file: path.to_path_buf(),
         name: p.name,
@@ -105,6 +111,8 @@ pub fn read(path: &Path) -> Result<Run, String> {
             .or_else(|| file.model_id.clone())
             .filter(|m| !m.is_empty()),
         tp: p.tp.max(1),
+        gpus: deployment.map_or(p.tp, |d| d.gpus).max(1),
+        deployment: deployment.and_then(|d| d.name.clone()),
         isl: p.isl,
         osl: p.osl,
         conc: p.conc,

@@ -270,8 +270,8 @@ pub fn frontier(
 /// the best run that meets it (P99 TTFT for prefill, P99 TPOT for decode).
 pub fn sla(runs: &[Run], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) -> Vec<Panel> {
     let ticks = Some(isls(runs));
-    let per_gpu_in = |r: &Run| r.input_throughput / f64::from(r.tp);
-    let per_gpu_out = |r: &Run| r.output_throughput / f64::from(r.tp);
+    let per_gpu_in = |r: &Run| r.input_throughput / f64::from(r.gpus);
+    let per_gpu_out = |r: &Run| r.output_throughput / f64::from(r.gpus);
     // Listed loosest first, each wider than the next stricter one, which is drawn over it.
     let mut prefill: Vec<Series> = ttft_limits_s
         .iter()
@@ -388,7 +388,7 @@ pub fn pareto(runs: &[Run]) -> Vec<Panel> {
                     .map(|r| {
                         (
                             r.interactivity().unwrap_or(0.0),
-                            r.total_throughput / f64::from(r.tp),
+                            r.total_throughput / f64::from(r.gpus),
                         )
                     })
                     .collect(),
@@ -441,6 +441,8 @@ mod tests {
             name: "r".into(),
             model: None,
             tp,
+            gpus: tp,
+            deployment: None,
             isl,
             osl: 128,
             conc,
