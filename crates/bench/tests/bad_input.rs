@@ -76,6 +76,10 @@ fn rows(dir: &Path) -> Vec<Row> {
         row("result path under a file", &["--result-filepath", s(under_file)], &["--result-filepath", "cannot write"]),
         row("events path a folder", &["--save-events", s(folder)], &["--save-events", "is a folder"]),
         row("unknown flag", &["--random-input-length", "64"], &["--random-input-length"]),
+        row("fewer GPUs than ranks", &["--tp", "4", "--dp", "2", "--gpus", "4"], &["--gpus", "4 is fewer than tp x pp x dp = 4 x 1 x 2 = 8"]),
+        row("more nodes than GPUs", &["--tp", "2", "--nodes", "4"], &["--nodes", "4 nodes for 2 GPUs"]),
+        row("no pipeline stages", &["--pp", "0"], &["--pp", "at least 1, got 0"]),
+        row("empty deployment name", &["--deployment", " "], &["--deployment", "must not be empty"]),
     ]
 }
 

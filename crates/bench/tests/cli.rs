@@ -367,6 +367,53 @@ fn a_result_that_cannot_be_written_at_the_end_goes_to_a_temporary_file() {
 }
 
 #[test]
+fn the_deployment_is_recorded_and_per_gpu_figures_divide_by_its_gpus() {
+    let sim = Sim::start(|_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run.json");
+    bench(
+        &sim.url(),
+        &out,
+        &[
+            "--tp",
+            "4",
+            "--dp",
+            "2",
+            "--expert-parallel",
+            "--deployment",
+            "dp2-ep",
+            "--disable-tqdm",
+        ],
+    )
+    .assert()
+    .success();
+    let v = read(&out);
+    assert_eq!(
+        v["config"]["deployment"],
+        serde_json::json!({"name": "dp2-ep", "gpus": 8, "nodes": 1, "pp": 1, "dp": 2, "expert_parallel": true})
+    );
+    let output = v["output_throughput"].as_f64().expect("output throughput");
+    let per_gpu = v["per_gpu"]["output_throughput"].as_f64().expect("per GPU");
+    assert!(output > 0.0);
+    assert_eq!(
+        per_gpu,
+        output / 8.0,
+        "tp 4 x dp 2 = 8 GPUs, not the TP's 4"
+    );
+    // Without deployment flags there is no deployment, and per GPU is per TP rank.
+    let plain = dir.path().join("plain.json");
+    bench(&sim.url(), &plain, &["--tp", "4", "--disable-tqdm"])
+        .assert()
+        .success();
+    let v = read(&plain);
+    assert!(v["config"].get("deployment").is_none(), "{}", v["config"]);
+    assert_eq!(
+        v["per_gpu"]["output_throughput"].as_f64().expect("per GPU"),
+        v["output_throughput"].as_f64().expect("output") / 4.0
+    );
+}
+
+#[test]
 fn every_request_has_a_line_in_the_file_beside_the_result() {
     let sim = Sim::start(|c| c.faults.http_500 = 0.3);
     let dir = tempfile::tempdir().expect("tempdir");

@@ -286,6 +286,28 @@ mod tests {
             why.contains("ignore_eos was") && why.contains("burstiness was 0.5"),
             "{why}"
         );
+        // Another server is another measurement, even with the same name and TP.
+        let deployment = |gpus| bench_result::settings::Deployment {
+            name: Some("tp4".into()),
+            gpus,
+            nodes: 1,
+            pp: 1,
+            dp: gpus / 4,
+            expert_parallel: false,
+        };
+        let (mut four, mut eight) = (expected.clone(), expected.clone());
+        four.deployment = Some(deployment(4));
+        eight.deployment = Some(deployment(8));
+        write(cell.num_prompts, false, &eight);
+        let Existing::Stale(why) = existing(&path, &cell, &four) else {
+            panic!("a file of another deployment is not this cell's run");
+        };
+        assert!(why.contains("deployment.gpus was 8 and is now 4"), "{why}");
+        write(cell.num_prompts, false, &expected);
+        assert!(
+            matches!(existing(&path, &cell, &four), Existing::Stale(w) if w.contains("deployment was null")),
+            "a file that declared no deployment is not one of a declared deployment"
+        );
         std::fs::write(&path, "{trunc").expect("write");
         assert!(
             matches!(existing(&path, &cell, &expected), Existing::Stale(w) if w.contains("cannot be read"))
