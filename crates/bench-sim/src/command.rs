@@ -28,7 +28,7 @@ pub struct Cli {
     /// Longest prompt plus output, in tokens.
     #[arg(long, default_value_t = 65_536)]
     max_model_len: u64,
-    /// Timing preset: minimax-m2-tp4, small-tp1 or fixed.
+    /// Timing preset: minimax-m2-tp4, minimax-m2-tp8, small-tp1 or fixed.
     #[arg(long, default_value = "minimax-m2-tp4")]
     preset: String,
     /// Override the preset's tensor-parallel size (scales the step's compute).

@@ -99,22 +99,32 @@ impl Timing {
 }
 
 /// Named presets.
-pub const PRESETS: &[&str] = &["minimax-m2-tp4", "small-tp1", "fixed"];
+pub const PRESETS: &[&str] = &["minimax-m2-tp4", "minimax-m2-tp8", "small-tp1", "fixed"];
+
+/// A large MoE model on 4 GPUs at TP4.
+const MINIMAX_M2_TP4: EngineParams = EngineParams {
+    base_ms: 23.0,
+    prefill_ms_per_token: 0.19,
+    decode_ms_per_seq: 0.9,
+    context_ms_per_token: 1.3e-4,
+    tp: 4,
+    max_num_batched_tokens: 8192,
+    max_num_seqs: 256,
+    kv_cache_tokens: 2_000_000,
+};
 
 /// The preset called `name`.
 pub fn preset(name: &str) -> Option<Timing> {
     Some(match name {
         // A large MoE model on 4 GPUs at TP4: ~40 tok/s per user at low concurrency and short
         // context, slowing with concurrency and context; prefill ~5,000 tok/s per GPU.
-        "minimax-m2-tp4" => Timing::Batching(EngineParams {
-            base_ms: 23.0,
-            prefill_ms_per_token: 0.19,
-            decode_ms_per_seq: 0.9,
-            context_ms_per_token: 1.3e-4,
-            tp: 4,
-            max_num_batched_tokens: 8192,
-            max_num_seqs: 256,
-            kv_cache_tokens: 2_000_000,
+        "minimax-m2-tp4" => Timing::Batching(MINIMAX_M2_TP4),
+        // The same model on 8 GPUs at TP8: the compute shared by twice the GPUs (the fixed part
+        // per step stays), twice the KV cache.
+        "minimax-m2-tp8" => Timing::Batching(EngineParams {
+            tp: 8,
+            kv_cache_tokens: 4_000_000,
+            ..MINIMAX_M2_TP4
         }),
         // A small dense model on one GPU: fast decode, quick prefill.
         "small-tp1" => Timing::Batching(EngineParams {
@@ -175,6 +185,22 @@ mod tests {
         let mut wide = p.clone();
         wide.tp = 8;
         assert!(wide.step_time(8192, 0, 0) < p.step_time(8192, 0, 0));
+    }
+
+    #[test]
+    fn the_tp8_preset_is_the_tp4_model_on_twice_the_gpus() {
+        let Some(Timing::Batching(tp8)) = preset("minimax-m2-tp8") else {
+            panic!("minimax-m2-tp8 is a batching preset");
+        };
+        let tp4 = minimax();
+        assert_eq!((tp8.tp, tp8.kv_cache_tokens), (8, 2 * tp4.kv_cache_tokens));
+        // Faster per step, but less than twice as fast: the fixed part per step stays, so the
+        // throughput per GPU falls.
+        let (a, b) = (
+            tp4.step_time(8192, 64, 64 * 4096).as_secs_f64(),
+            tp8.step_time(8192, 64, 64 * 4096).as_secs_f64(),
+        );
+        assert!(b < a && b > a / 2.0, "tp4 {a} s, tp8 {b} s per step");
     }
 
     #[test]
