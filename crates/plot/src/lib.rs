@@ -3,6 +3,7 @@
 //! [`load`] reads files from inferperf, the Python sweep script and `vllm bench serve` into one
 //! shape; [`series`] turns runs into series (pure functions); [`render`] draws them.
 
+pub mod compare;
 pub mod detail;
 pub mod diff;
 pub mod load;
@@ -36,6 +37,9 @@ pub enum Kind {
     /// Not a chart: per cell measured in both --baseline and --results-dir, which figures
     /// differ beyond their 95% intervals over repeated runs (a table; CSV with --output).
     Diff,
+    /// A campaign's configurations side by side (--results-dir is the campaign's folder, one
+    /// folder per configuration): per-GPU frontiers, SLA views and prefill/decode throughput.
+    Compare,
 }
 
 /// `plot`: turn a results folder into charts.
@@ -175,8 +179,10 @@ fn check(o: &Options) -> Result<(), UsageError> {
 /// Draws the chart(s) and returns the files written.
 pub fn draw(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
     check(o)?;
-    if o.kind == Kind::Diff {
-        return compare(o);
+    match o.kind {
+        Kind::Diff => return diff_dirs(o),
+        Kind::Compare => return compare_configs(o),
+        _ => {}
     }
     let (runs, warnings) = load::load_dir(&o.results_dir, &o.glob).map_err(UsageError)?;
     for w in &warnings {
@@ -306,8 +312,79 @@ fn with_suffix(path: &Path, slug: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `--kind compare`: the frontier, SLA and throughput charts of a campaign's configurations,
+/// `<output>_<chart>.png` (`compare_<chart>.png` here without --output).
+fn compare_configs(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    let (configs, warnings) = compare::load(&o.results_dir, &o.glob).map_err(UsageError)?;
+    for w in &warnings {
+        eprintln!("warning: skipped {w}");
+    }
+    anyhow::ensure!(
+        !configs.is_empty(),
+        "no configuration folder with usable result files in {}: --kind compare takes a \
+         campaign's folder, which holds one folder per configuration",
+        o.results_dir.display()
+    );
+    let campaign = o.title.clone().unwrap_or_else(|| {
+        let name = o
+            .results_dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let runs: Vec<load::Run> = configs.iter().flat_map(|c| c.runs.clone()).collect();
+        format!(
+            "Campaign {name}: {} configurations (OSL {}){}",
+            configs.len(),
+            osls(&runs),
+            title_notes(&runs)
+        )
+    });
+    let base = output_path(o.output.as_deref(), Kind::Compare, Kind::Compare);
+    let charts = [
+        ("frontier", compare::frontier(&configs), false),
+        (
+            "sla",
+            compare::sla(&configs, &o.ttft_slas, &o.tpot_slas),
+            true,
+        ),
+        ("throughput", compare::throughput(&configs), true),
+    ];
+    let mut written = Vec::new();
+    for (slug, panels, by_configuration) in charts {
+        let path = with_suffix(&base, slug);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--output: cannot create {}", dir.display()))?;
+        }
+        // The frontier: a row of input lengths. The others: a column per configuration, a row
+        // per phase, each row on one scale.
+        let grid = if by_configuration {
+            render::Grid {
+                columns: configs.len(),
+                shared_y: true,
+            }
+        } else {
+            render::Grid::row(panels.len())
+        };
+        let rows = panels.len().div_ceil(grid.columns).max(1) as u32;
+        render::render_grid(
+            &path,
+            &campaign,
+            &panels,
+            grid,
+            (o.width, (o.height * rows).min(MAX_SIDE)),
+        )
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("drawing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// `--kind diff`: prints the comparison, and writes it as CSV to `--output` when given.
-fn compare(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
+fn diff_dirs(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
     let Some(baseline) = &o.baseline else {
         return Err(UsageError(
             "--kind diff: give --baseline DIR, the results to compare --results-dir against".into(),
@@ -398,7 +475,7 @@ fn charts(o: &Options, kind: Kind, runs: &[load::Run], title: &str, path: &Path)
         Kind::Throughput => one(series::throughput(runs)),
         Kind::Sla => one(series::sla(runs, &o.ttft_slas, &o.tpot_slas)),
         Kind::Pareto => one(series::pareto(runs)),
-        Kind::Latency | Kind::All | Kind::Diff => one(series::latency(runs)),
+        Kind::Latency | Kind::All | Kind::Diff | Kind::Compare => one(series::latency(runs)),
         Kind::Cdf => {
             let detailed = detailed(runs);
             let isls: std::collections::BTreeSet<u64> =
@@ -521,20 +598,34 @@ impl Kind {
             Self::Timeline => "timeline",
             Self::All => "all",
             Self::Diff => "diff",
+            Self::Compare => "compare",
         }
     }
 }
 
-/// "<run name> (OSL N)" from the runs' names.
 /// "name (OSL 128)", with the model before the OSL when it tells this configuration apart.
 fn default_title(runs: &[load::Run], model: Option<&str>) -> String {
     let names: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    let model = model.map(|m| format!("{m}, ")).unwrap_or_default();
+    format!(
+        "{} ({model}OSL {}){}",
+        names.into_iter().collect::<Vec<_>>().join(", "),
+        osls(runs),
+        title_notes(runs)
+    )
+}
+
+/// The runs' output lengths: "128", or "128/1024".
+fn osls(runs: &[load::Run]) -> String {
     let osls: std::collections::BTreeSet<u64> = runs.iter().map(|r| r.osl).collect();
-    let osl = osls
-        .iter()
+    osls.iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
-        .join("/");
+        .join("/")
+}
+
+/// What a title must say of the runs: simulated, fell behind the model, means of repeats.
+fn title_notes(runs: &[load::Run]) -> String {
     let sim = if runs.iter().any(|r| r.sim_time_scale.is_some()) {
         " - simulator, shown in modelled time"
     } else {
@@ -551,15 +642,11 @@ fn default_title(runs: &[load::Run], model: Option<&str>) -> String {
             runs.len()
         ),
     };
-    let model = model.map(|m| format!("{m}, ")).unwrap_or_default();
     let repeats = match runs.iter().map(|r| r.repeats.len()).max() {
         Some(n) if n > 1 => format!(" - means of {n} runs, bars 95% intervals"),
         _ => String::new(),
     };
-    format!(
-        "{} ({model}OSL {osl}){sim}{late}{repeats}",
-        names.into_iter().collect::<Vec<_>>().join(", ")
-    )
+    format!("{sim}{late}{repeats}")
 }
 
 #[cfg(test)]

@@ -42,6 +42,35 @@ fn register_font() {
 /// drawn into a temporary file beside `path` and renamed into place, so a reader never sees half
 /// a chart and a failed drawing leaves an earlier chart as it was.
 pub fn render(path: &Path, title: &str, panels: &[Panel], size: (u32, u32)) -> Result<(), String> {
+    render_grid(path, title, panels, Grid::row(panels.len()), size)
+}
+
+/// How panels are laid out: `columns` to a row, and whether the panels of a row share one y
+/// scale (configurations compared side by side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub columns: usize,
+    pub shared_y: bool,
+}
+
+impl Grid {
+    /// Every panel side by side, each on its own scale.
+    pub fn row(panels: usize) -> Self {
+        Self {
+            columns: panels.max(1),
+            shared_y: false,
+        }
+    }
+}
+
+/// [`render`], with the panels laid out by `grid`.
+pub fn render_grid(
+    path: &Path,
+    title: &str,
+    panels: &[Panel],
+    grid: Grid,
+    size: (u32, u32),
+) -> Result<(), String> {
     register_font();
     let svg = path
         .extension()
@@ -58,10 +87,10 @@ pub fn render(path: &Path, title: &str, panels: &[Panel], size: (u32, u32)) -> R
     ));
     let drawn = if svg {
         let root = SVGBackend::new(&temp, size).into_drawing_area();
-        draw(&root, title, panels).and_then(|()| root.present().map_err(|e| e.to_string()))
+        draw(&root, title, panels, grid).and_then(|()| root.present().map_err(|e| e.to_string()))
     } else {
         let root = BitMapBackend::new(&temp, size).into_drawing_area();
-        draw(&root, title, panels).and_then(|()| root.present().map_err(|e| e.to_string()))
+        draw(&root, title, panels, grid).and_then(|()| root.present().map_err(|e| e.to_string()))
     };
     let placed = drawn.and_then(|()| {
         std::fs::rename(&temp, path).map_err(|e| format!("moving the chart into place: {e}"))
@@ -76,14 +105,32 @@ fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     panels: &[Panel],
+    grid: Grid,
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
         .titled(title, ("sans-serif", 26).into_font().color(&BLACK))
         .map_err(|e| e.to_string())?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
-    for (area, panel) in areas.iter().zip(panels) {
-        draw_panel(area, panel)?;
+    let columns = grid.columns.max(1);
+    let rows = panels.len().div_ceil(columns).max(1);
+    let areas = root.split_evenly((rows, columns));
+    for (row, (areas, panels)) in areas
+        .chunks(columns)
+        .zip(panels.chunks(columns))
+        .enumerate()
+    {
+        let top = grid
+            .shared_y
+            .then(|| {
+                panels
+                    .iter()
+                    .filter_map(|p| ranges(p, None).map(|r| r.1 .1))
+                    .fold(f64::NAN, f64::max)
+            })
+            .filter(|t| t.is_finite());
+        for (area, panel) in areas.iter().zip(panels) {
+            draw_panel(area, panel, top).map_err(|e| format!("row {}: {e}", row + 1))?;
+        }
     }
     Ok(())
 }
@@ -134,7 +181,8 @@ pub fn short_number(v: f64) -> String {
 }
 
 /// Axis ranges that hold every point with some room: y from 0, x padded by 5%.
-fn ranges(panel: &Panel) -> Option<((f64, f64), (f64, f64))> {
+/// The panel's x range and its y range from 0, to `top` when given (panels sharing a scale).
+fn ranges(panel: &Panel, top: Option<f64>) -> Option<((f64, f64), (f64, f64))> {
     let pts: Vec<(f64, f64)> = panel
         .series
         .iter()
@@ -158,7 +206,7 @@ fn ranges(panel: &Panel) -> Option<((f64, f64), (f64, f64))> {
         x1 += pad;
     }
     let y1 = if y1 > 0.0 { y1 * 1.12 } else { 1.0 };
-    Some(((x0, x1), (0.0, y1)))
+    Some(((x0, x1), (0.0, top.unwrap_or(y1))))
 }
 
 /// The right-hand axis's range: from 0 to a little above the largest value.
@@ -178,9 +226,10 @@ fn secondary_range(panel: &Panel) -> Option<(f64, f64)> {
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
+    top: Option<f64>,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let Some(((x0, x1), (y0, y1))) = ranges(panel) else {
+    let Some(((x0, x1), (y0, y1))) = ranges(panel, top) else {
         area.draw(&Text::new(
             format!("{}: no data", panel.title),
             (40, 60),
