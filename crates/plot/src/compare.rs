@@ -167,7 +167,22 @@ pub fn sla(configs: &[Config], ttft_limits_s: &[f64], tpot_limits_ms: &[f64]) ->
 /// Prefill and decode throughput per GPU against ISL, one line per concurrency: prefill above,
 /// decode below, a column per configuration.
 pub fn throughput(configs: &[Config]) -> Vec<Panel> {
+    // A concurrency keeps its colour across the configurations.
+    let mut all: Vec<u64> = configs
+        .iter()
+        .flat_map(|c| c.runs.iter().map(|r| r.conc))
+        .collect();
+    all.sort_unstable();
+    all.dedup();
     side_by_side(configs, |runs| {
+        // The slots series::throughput gives: by (concurrency, TP) among these runs.
+        let mut local: Vec<(u64, u32)> = runs.iter().map(|r| (r.conc, r.tp)).collect();
+        local.sort_unstable();
+        local.dedup();
+        let global = |slot: Option<usize>| {
+            let conc = local.get(slot?)?.0;
+            all.iter().position(|c| *c == conc)
+        };
         let per_gpu: Vec<Run> = runs
             .iter()
             .map(|r| {
@@ -191,6 +206,12 @@ pub fn throughput(configs: &[Config]) -> Vec<Panel> {
             .collect();
         series::throughput(&per_gpu)
             .into_iter()
+            .map(|mut p| {
+                for s in &mut p.series {
+                    s.color = global(s.color);
+                }
+                p
+            })
             .map(|p| Panel {
                 y_label: p
                     .y_label
@@ -251,12 +272,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn configurations_of_different_sizes_are_compared_per_gpu() {
-        let small = Config {
+    fn tp4() -> Config {
+        Config {
             label: "tp4".into(),
             runs: vec![run(4, 4, 4000.0, 20.0)],
-        };
+        }
+    }
+
+    #[test]
+    fn configurations_of_different_sizes_are_compared_per_gpu() {
+        let small = tp4();
         let big = Config {
             label: "tp8".into(),
             runs: vec![run(4, 8, 6000.0, 20.0)],
@@ -279,5 +304,20 @@ mod tests {
         );
         assert_eq!(rows[1].series[0].points, vec![(64.0, 375.0)]);
         assert_eq!(rows[1].y_label, "Input tok/s per GPU");
+        // Concurrency 4 has one colour in both columns, whatever else each measured.
+        let other = Config {
+            label: "tp8".into(),
+            runs: vec![run(2, 8, 1.0, 20.0), run(4, 8, 6000.0, 20.0)],
+        };
+        let rows = throughput(&[tp4(), other]);
+        let colour_of_conc4 = |panel: &Panel| {
+            panel
+                .series
+                .iter()
+                .find(|s| s.label == "conc 4")
+                .and_then(|s| s.color)
+        };
+        assert_eq!(colour_of_conc4(&rows[0]), colour_of_conc4(&rows[1]));
+        assert_eq!(colour_of_conc4(&rows[0]), Some(1));
     }
 }

@@ -733,3 +733,87 @@ fn repeats_draw_intervals_and_two_sets_are_compared_by_them() {
         .code(2)
         .stderr(predicate::str::contains("--baseline"));
 }
+
+#[test]
+fn a_campaigns_configurations_are_compared_per_gpu() {
+    let campaign = fixtures("campaign");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut a = args(&campaign, &out.path().join("c.png"), plot::Kind::Compare);
+    a.glob = "*.json".into();
+    let written = plot::run(&a).expect("draws");
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["c_frontier.png", "c_sla.png", "c_throughput.png"]);
+    for (path, rows) in written.iter().zip([1, 2, 2]) {
+        let (w, h, ink) = png_ink(path);
+        assert_eq!((w, h), (900, 400 * rows), "{}", path.display());
+        assert!(ink > 10_000, "{}: {ink} inked pixels", path.display());
+    }
+    // The frontier's points are the files' total throughput (in modelled time) over the GPUs
+    // each declares.
+    let (configs, skipped) = plot::compare::load(&campaign, "*.json").expect("loads");
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(configs.len(), 2);
+    assert_eq!(configs[1].label, "tp8: 8 GPUs, TP 8");
+    let panels = plot::compare::frontier(&configs);
+    assert_eq!(panels.len(), 2, "one panel per ISL");
+    for (config, series) in configs.iter().zip(&panels[0].series) {
+        for &(interactivity, per_gpu) in &series.points {
+            let run = config
+                .runs
+                .iter()
+                .find(|r| r.isl == 1024 && r.interactivity() == Some(interactivity))
+                .expect("a point is a run");
+            let file = json(&run.file);
+            let gpus = file["config"]["deployment"]["gpus"].as_f64().expect("gpus");
+            // The simulator ran 2x faster than modelled: in modelled time, half the rate.
+            let scale = key(&file, "sim_time_scale");
+            let total = key(&file, "total_token_throughput") / scale;
+            assert!(
+                (per_gpu - total / gpus).abs() < 1e-9 * total,
+                "{per_gpu} vs {total} / {gpus}"
+            );
+        }
+    }
+    // The bigger configuration shows its per-GPU cost: at every concurrency measured, TP8 gives
+    // less total throughput per GPU than TP4 on the simulator's model.
+    for isl in [1024, 4096] {
+        for conc in [1, 4, 16] {
+            let per_gpu = |c: &plot::compare::Config| {
+                let r = c
+                    .runs
+                    .iter()
+                    .find(|r| r.isl == isl && r.conc == conc)
+                    .expect("cell");
+                r.total_throughput / f64::from(r.gpus)
+            };
+            assert!(
+                per_gpu(&configs[1]) < per_gpu(&configs[0]),
+                "isl {isl} conc {conc}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compare_wants_a_campaigns_folder() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut a = args(
+        &fixtures("inferperf"),
+        &out.path().join("c.png"),
+        plot::Kind::Compare,
+    );
+    a.glob = "*.json".into();
+    let e = plot::run(&a).expect_err("a folder of results, not of configurations");
+    assert!(
+        e.to_string().contains("one folder per configuration"),
+        "{e}"
+    );
+}
