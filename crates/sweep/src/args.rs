@@ -18,9 +18,24 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub matrix: MatrixArgs,
 
-    /// Print the cells and their file names, run nothing.
+    /// Print the cells and their file names, run nothing; with --campaign, print the sbatch
+    /// command of every job it would submit, and submit nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Submit a campaign to Slurm: each `[[config]]` of this TOML file becomes a serve job and a
+    /// sweep job, results in `<results_dir>/<name>/<config>/` (docs/campaigns.md). Finished
+    /// configurations and ones still queued or running are not submitted again.
+    #[arg(long, value_name = "FILE")]
+    pub campaign: Option<PathBuf>,
+
+    /// With --campaign: print each configuration's status and write the campaign summary.
+    #[arg(long, requires = "campaign", conflicts_with_all = ["dry_run", "cancel"])]
+    pub status: bool,
+
+    /// With --campaign: cancel the campaign's queued and running jobs.
+    #[arg(long, requires = "campaign", conflicts_with = "dry_run")]
+    pub cancel: bool,
 
     /// File the serve job writes the server's URL to (used when --base-url is not given).
     #[arg(long, env = "SERVER_INFO_FILE", default_value = "server_info.txt")]
@@ -117,7 +132,26 @@ struct MatrixFile {
 impl SweepArgs {
     /// The command with sweep defaults (range ratio 0.2) applied to the shared flags.
     pub fn command() -> clap::Command {
-        <Self as CommandFactory>::command()
+        let command = <Self as CommandFactory>::command();
+        // A campaign's sweeps take their flags from its file: one given here would be ignored.
+        let campaign_alone: Vec<clap::Id> = command
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .filter(|id| {
+                ![
+                    "campaign",
+                    "dry_run",
+                    "status",
+                    "cancel",
+                    // Set in a sweep job's environment, where it refreshes its campaign's status.
+                    "server_info",
+                    "results_dir",
+                ]
+                .contains(&id.as_str())
+            })
+            .collect();
+        command
+            .mut_arg("campaign", |a| a.conflicts_with_all(campaign_alone))
             .mut_arg("random_range_ratio", |a| a.default_value("0.2"))
             .mut_arg("ignore_eos", |a| {
                 a.help("Always on in a sweep: every request generates the full output length")

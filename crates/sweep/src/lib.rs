@@ -9,6 +9,7 @@
 //! SIGINT/SIGTERM: the running cell is written, marked interrupted, and the process exits 130/143.
 
 pub mod args;
+pub mod campaign;
 pub mod cell;
 pub mod discover;
 pub mod simulate;
@@ -67,6 +68,19 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<SweepOutcome> {
 
 /// [`run`], stopped early by `stop`.
 pub async fn run_until(args: SweepArgs, stop: Stop) -> anyhow::Result<SweepOutcome> {
+    if let Some(file) = &args.campaign {
+        let action = match (args.dry_run, args.status, args.cancel) {
+            (true, _, _) => campaign::Action::DryRun,
+            (_, true, _) => campaign::Action::Status,
+            (_, _, true) => campaign::Action::Cancel,
+            _ => campaign::Action::Submit,
+        };
+        campaign::run(file, action)?;
+        return Ok(SweepOutcome {
+            rows: Vec::new(),
+            interrupted_by: stop.received(),
+        });
+    }
     let mut args = args;
     let simulated = if args.simulate {
         Some(simulate::start(&mut args).await?)

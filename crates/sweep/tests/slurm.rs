@@ -11,39 +11,56 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The folder holding this build's binaries, with bench-sim built if this run did not build it.
+/// The folder holding this build's binaries, with bench-sim and plot built if this run did not
+/// build them.
 fn bin_dir() -> PathBuf {
     let sweep = assert_cmd::cargo::cargo_bin("sweep");
     let dir = sweep
         .parent()
         .expect("binaries have a folder")
         .to_path_buf();
-    if !dir.join("bench-sim").is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "bench-sim", "--bin", "bench-sim"])
-            .current_dir(repo())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building bench-sim failed");
+    for package in ["bench-sim", "plot"] {
+        if !dir.join(package).is_file() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", package, "--bin", package])
+                .current_dir(repo())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building {package} failed");
+        }
     }
     dir
 }
 
-#[test]
-#[ignore = "needs slurm-wlm and munge: scripts/test or just slurm-test"]
-fn the_two_job_workflow_runs_on_a_real_slurm() {
+/// Runs `slurm/test/<script>` with the binaries; it prints `<name>: PASS` when every check held.
+fn run_script(script: &str, name: &str) {
     let out = Command::new("bash")
-        .arg(repo().join("slurm/test/e2e.sh"))
+        .arg(repo().join("slurm/test").join(script))
         .arg(bin_dir())
         .output()
-        .expect("e2e.sh runs");
+        .expect("the script runs");
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && log.contains("e2e: PASS"), "{log}");
+    assert!(
+        out.status.success() && log.contains(&format!("{name}: PASS")),
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "needs slurm-wlm and munge: scripts/test or just slurm-test"]
+fn the_two_job_workflow_runs_on_a_real_slurm() {
+    run_script("e2e.sh", "e2e");
+}
+
+#[test]
+#[ignore = "needs slurm-wlm and munge: scripts/test or just slurm-test"]
+fn a_campaign_runs_its_configurations_one_server_at_a_time_on_a_real_slurm() {
+    run_script("campaign.sh", "campaign");
 }
 
 #[test]
