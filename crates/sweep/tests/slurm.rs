@@ -66,15 +66,21 @@ fn a_campaign_runs_its_configurations_one_server_at_a_time_on_a_real_slurm() {
 #[test]
 #[ignore = "needs shellcheck: scripts/test or just slurm-test"]
 fn every_shell_script_passes_shellcheck() {
+    // Named from the repository's root, as the `# shellcheck source=` directives name them.
     let scripts: Vec<PathBuf> = ["slurm", "slurm/test", ".ci", "scripts", "conformance"]
         .iter()
-        .flat_map(|d| std::fs::read_dir(repo().join(d)).into_iter().flatten())
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && is_shell(p))
+        .flat_map(|d| {
+            std::fs::read_dir(repo().join(d))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(move |e| Path::new(d).join(e.file_name()))
+        })
+        .filter(|p| repo().join(p).is_file() && is_shell(&repo().join(p)))
         .collect();
     assert!(scripts.len() >= 6, "{scripts:?}");
     let out = Command::new("shellcheck")
+        .current_dir(repo())
         .args(&scripts)
         .output()
         .expect("shellcheck runs");

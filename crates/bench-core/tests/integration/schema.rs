@@ -22,6 +22,14 @@ async fn result_files_match_the_schema_and_carry_every_key() {
         ("median_ttft".into(), "clash".into()),
     ];
     c.api_key = Some("sk-never-written".into());
+    c.deployment = Some(bench_core::config::Deployment {
+        name: Some("dp2".into()),
+        gpus: 8,
+        nodes: 2,
+        pp: 1,
+        dp: 2,
+        expert_parallel: true,
+    });
     let report = run(&c).await;
     let value = result::to_json(&report);
 
@@ -41,6 +49,7 @@ async fn result_files_match_the_schema_and_carry_every_key() {
         "requested percentiles get vLLM's labels"
     );
     assert_eq!(value["tp"], 1, "the run's own tp stays an integer");
+    assert_eq!(value["config"]["deployment"]["gpus"], 8);
     assert_ne!(
         value["median_ttft"], "clash",
         "metadata never overwrites a figure"
