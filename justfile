@@ -64,6 +64,16 @@ submit:
 cancel:
     slurm/cancel.sh
 
+# Submit a campaign: a serve and a sweep job per configuration of FILE (docs/campaigns.md).
+campaign FILE:
+    cargo build --release -p sweep
+    target/release/sweep --campaign {{FILE}}
+
+# Print every sbatch command a campaign would run; submit nothing.
+campaign-dry-run FILE:
+    cargo build --release -p sweep
+    target/release/sweep --campaign {{FILE}} --dry-run
+
 # 10,000 streams held for minutes: the client's memory and open descriptors over time
 # (docs/performance.md, "Load").
 load STREAMS="10000" WAVES="3" OUTPUT="120" ITL_MS="500":

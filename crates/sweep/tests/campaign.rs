@@ -148,3 +148,38 @@ fn a_campaign_the_sweep_would_refuse_is_refused_before_anything_is_submitted() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot run sbatch"), "{stderr}");
 }
+
+#[test]
+fn the_documented_campaign_is_a_valid_one() {
+    let doc = std::fs::read_to_string(repo().join("docs/campaigns.md")).expect("docs");
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("its end");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("minimax.toml");
+    std::fs::write(&file, &doc[start..end]).expect("write");
+    // From the repository's root, where `scripts = "slurm"` points.
+    let out = sweep(&repo())
+        .env("PATH", "/nonexistent")
+        .args(["--campaign", &file.display().to_string(), "--dry-run"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        8,
+        "4 configurations, 2 jobs each: {stdout}"
+    );
+    assert!(
+        stdout.contains("--dependency=afterany:${serve_tp4}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VLLM_ALL2ALL_BACKEND=deepep_low_latency"),
+        "{stdout}"
+    );
+}
