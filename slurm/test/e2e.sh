@@ -32,6 +32,41 @@ kill "$squatter" 2>/dev/null || true
 [[ ! -e $tmp/guard-info.txt ]] || fail "a refused serve job published a URL"
 say "serve.sbatch refuses a SERVE_CMD off \$PORT and a port already taken"
 
+# --- a server across nodes: published only while every worker runs -----------------------------
+# Two "nodes" that are this one (the cluster has one): the head runs the simulator, the worker
+# node a stand-in command, each through srun as on a real cluster.
+mn_port=$(free_port)
+mn_info=$tmp/multinode-info.txt
+# In an allocation of its own, as a batch job would be (salloc runs the script here).
+multinode() {
+  NODES=2 NODE_HOSTS="$node $node" PORT=$mn_port CONTAINER_IMAGE="" SERVER_INFO_FILE=$mn_info \
+    SERVE_CMD="$bin_dir/bench-sim --host 0.0.0.0 --port \$PORT --preset fixed --ttft-ms 5 --itl-ms 1" \
+    HEALTH_TIMEOUT=60 WORKER_CMD="$1" salloc --quiet --nodes=1 --ntasks=2 --mem=2G bash "$repo/slurm/serve.sbatch"
+}
+out=$(multinode 'sleep 1; exit 3' 2>&1) && fail "a server whose worker exited was published"
+[[ $out == *"the worker on $node exited before the server became healthy"* ]] || fail "multi-node: $out"
+[[ ! -e $mn_info ]] || fail "a server whose worker exited was published"
+# shellcheck disable=SC2016 # $WORKER_INDEX is the worker's, expanded on its node
+multinode 'echo "worker $WORKER_INDEX up"; sleep 300' > "$tmp/multinode.log" 2>&1 &
+mn_pid=$!
+for _ in $(seq 1 120); do
+  [[ -s $mn_info ]] && break
+  sleep 0.5
+done
+[[ -s $mn_info ]] || { cat "$tmp/multinode.log" >&2; fail "the multi-node server was never published"; }
+grep -q "worker 1 up" "$tmp/multinode.log" || fail "the worker node's command did not run: $(cat "$tmp/multinode.log")"
+# As scancel would: TERM to the serve script itself.
+pkill -TERM -f "bash $repo/slurm/serve.sbatch" || fail "no serve script to stop"
+wait "$mn_pid" 2>/dev/null || true
+[[ ! -e $mn_info ]] || fail "the multi-node server's file outlived it"
+# srun passes the stop on to the worker's step; Slurm kills what is left after KillWait (5 s).
+for _ in $(seq 1 40); do
+  [[ -z $(pgrep -f 'sleep 300' || true) ]] && break
+  sleep 0.5
+done
+[[ -z $(pgrep -f 'sleep 300' || true) ]] || fail "the worker outlived the serve job"
+say "across nodes: published only once healthy with every worker running; a worker that exits fails the job"
+
 # --- submit the real jobs ----------------------------------------------------------------------
 work=$tmp/work
 mkdir -p "$work"
