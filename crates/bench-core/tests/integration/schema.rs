@@ -9,6 +9,18 @@ fn schema() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema is JSON")
 }
 
+/// A server's topology, so the `deployment` keys are checked too.
+fn deployment() -> bench_core::config::Deployment {
+    bench_core::config::Deployment {
+        name: Some("dp2".into()),
+        gpus: 8,
+        nodes: 2,
+        pp: 1,
+        dp: 2,
+        expert_parallel: true,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_files_match_the_schema_and_carry_every_key() {
     let sim = fixed_sim(5, 1, |c| c.faults.http_500 = 0.3).await;
@@ -22,14 +34,7 @@ async fn result_files_match_the_schema_and_carry_every_key() {
         ("median_ttft".into(), "clash".into()),
     ];
     c.api_key = Some("sk-never-written".into());
-    c.deployment = Some(bench_core::config::Deployment {
-        name: Some("dp2".into()),
-        gpus: 8,
-        nodes: 2,
-        pp: 1,
-        dp: 2,
-        expert_parallel: true,
-    });
+    c.deployment = Some(deployment());
     let report = run(&c).await;
     let value = result::to_json(&report);
 
