@@ -402,6 +402,7 @@ impl CommonArgs {
                 .ok()
                 .filter(|k| !k.is_empty()),
             transport: self.transport.into(),
+            client: None,
         })
     }
 

@@ -170,6 +170,10 @@ pub struct RunConfig {
     pub api_key: Option<String>,
     /// Which HTTP stack carries the requests.
     pub transport: TransportKind,
+    /// Set when this process is one of several clients measuring one run: its number, from 0.
+    /// Request ids carry it (`inferperf-c1-m0`), so the server's logs and the merge tell the
+    /// clients' requests apart.
+    pub client: Option<u32>,
 }
 
 /// How long a request may stay silent before it is given up on, unless told otherwise: long
@@ -279,6 +283,7 @@ impl RunConfig {
             metadata: Vec::new(),
             api_key: None,
             transport: TransportKind::Native,
+            client: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod console;
 mod driver;
 pub mod exposition;
 pub mod judge;
+pub mod merge;
 pub mod metrics;
 pub mod open_files;
 pub mod overhead;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 /// Why a request did not complete. Callers group failures by [`FailureReason::kind`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum FailureReason {
     #[error("connection failed: {0}")]
     Connect(String),
@@ -80,7 +80,7 @@ impl FailureReason {
 }
 
 /// Where a completed request's output token count came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenCountSource {
     /// `usage.completion_tokens` from the server.
     Usage,
@@ -91,7 +91,7 @@ pub enum TokenCountSource {
 }
 
 /// How many tokens each output event carried.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventTokens {
     /// As many tokens as events: one each.
     OnePerEvent,
@@ -129,7 +129,7 @@ impl EventTokens {
 
 /// What a stream said about itself beyond its tokens: the promises of the protocol a completed
 /// stream may still have broken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamMarks {
     /// An event carried a `finish_reason`.
     pub finish_reason: bool,

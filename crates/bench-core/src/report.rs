@@ -26,6 +26,8 @@ pub struct RunReport {
     /// The models the server serves, asked when requests failed with HTTP 404.
     pub served_models: Option<Vec<String>>,
     pub system: SystemInfo,
+    /// Set when several clients measured the run together ([`crate::merge`]).
+    pub clients: Option<bench_result::sections::Clients>,
 }
 
 /// The machine this process runs on.

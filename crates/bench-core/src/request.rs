@@ -55,14 +55,16 @@ pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Plans for `prompts`, numbered from 0; `tag` starts each request id (`m` measured, `w` warm-up).
+/// Plans for `prompts`, numbered from 0; `tag` starts each request id (`m` measured, `w` warm-up),
+/// after the client's number when there are several (`inferperf-c1-m0`).
 pub fn plans(config: &RunConfig, prompts: &[Prompt], tag: char) -> Vec<RequestPlan> {
+    let client = config.client.map_or_else(String::new, |c| format!("c{c}-"));
     prompts
         .iter()
         .enumerate()
         .map(|(index, p)| RequestPlan {
             index,
-            request_id: format!("inferperf-{tag}{index}"),
+            request_id: format!("inferperf-{client}{tag}{index}"),
             body: body(config, p),
             input_tokens: p.tokens,
             max_tokens: config.output_len,

@@ -133,6 +133,7 @@ fn own_keys(f: &mut ResultFile, r: &RunReport) {
     f.client = Some(r.client.clone());
     f.server = Some(r.server.clone());
     f.system = Some(r.system.clone());
+    f.clients = r.clients.clone();
     f.config = Some(r.config.settings());
     f.metadata = Some(r.config.metadata.iter().cloned().collect());
 }

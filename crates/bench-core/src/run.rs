@@ -154,6 +154,7 @@ pub async fn execute(
         server,
         served_models,
         system: system_info(),
+        clients: None,
     })
 }
 
@@ -202,7 +203,8 @@ async fn measure(
 
 /// Every figure of the measured phase, the steady state under a concurrency limit, and the
 /// closed loop's turnarounds when there is one.
-fn figures(config: &RunConfig, records: &[RequestRecord]) -> RunMetrics {
+/// Every figure of `records`, measured with `config`.
+pub(crate) fn figures(config: &RunConfig, records: &[RequestRecord]) -> RunMetrics {
     let percentiles = with_required(&config.percentiles);
     let mut metrics = metrics::compute(records, &percentiles, &config.goodput, config.ignore_eos);
     metrics.steady_state = config

@@ -95,6 +95,8 @@ pub struct ResultFile {
     pub server_prompt_tokens: Option<PromptCheck>,
     pub distributions_ms: Option<Distributions>,
     pub steady_state: Option<SteadyWindow>,
+    /// Set when several client processes measured the run together and it was merged.
+    pub clients: Option<Clients>,
     pub warmup: Option<Warmup>,
     pub client: Option<ClientSection>,
     pub server: Option<ServerSection>,

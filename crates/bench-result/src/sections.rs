@@ -186,6 +186,32 @@ pub struct ClientSection {
     pub warnings: Vec<String>,
 }
 
+/// `clients`: a run measured by several client processes at once and merged into this file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Clients {
+    /// How many clients sent this run's requests.
+    pub count: u32,
+    /// The latest client's first send after the earliest's, by the machines' wall clocks.
+    pub start_skew_ms: f64,
+    pub each: Vec<ClientShare>,
+}
+
+/// One client's part of a merged run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientShare {
+    pub client: u32,
+    pub hostname: String,
+    pub requests: u64,
+    pub completed: u64,
+    /// Its first send after the earliest client's, by the wall clocks.
+    pub first_send_ms: f64,
+    /// Its own last end after its own first send, on its own clock.
+    pub span_s: f64,
+    pub client_bound: bool,
+}
+
 /// `system`: the machine the client ran on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -5,6 +5,7 @@ mod fault_matrix;
 mod hostile;
 mod integrity;
 mod measure;
+mod merge;
 mod prompts;
 mod schema;
 mod steady;
