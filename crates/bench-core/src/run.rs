@@ -32,7 +32,15 @@ pub enum RunError {
     Join(#[source] tokio::task::JoinError),
     #[error(transparent)]
     OpenFiles(#[from] crate::open_files::TooFewFiles),
+    /// The gate before the measured phase ([`execute_gated`]) did not open.
+    #[error("{0}")]
+    Gate(String),
 }
+
+/// What [`execute_gated`] waits for between the warm-up and the measured phase: the other
+/// clients of a run measured together, for one.
+pub type Gate<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Requests built and ready: what [`execute`] sends.
 #[derive(Debug)]
@@ -85,6 +93,17 @@ pub async fn execute(
     stop: &CancellationToken,
     progress: ProgressMode,
 ) -> Result<RunReport, RunError> {
+    execute_gated(config, prepared, stop, progress, None).await
+}
+
+/// [`execute`], waiting for `gate` after the warm-up: the measured phase starts when it opens.
+pub async fn execute_gated(
+    config: &RunConfig,
+    prepared: &Prepared,
+    stop: &CancellationToken,
+    progress: ProgressMode,
+    gate: Option<Gate<'_>>,
+) -> Result<RunReport, RunError> {
     crate::open_files::ensure(config.max_in_flight() as u64)?;
     let started_at = chrono::Local::now();
     let client = Client::new(
@@ -116,6 +135,9 @@ pub async fn execute(
     } else {
         Some(warm_up(&client, prepared, &driver, stop, &progress).await)
     };
+    if let Some(gate) = gate {
+        gate.await.map_err(RunError::Gate)?;
+    }
     scrapes.measured_starts().await;
     let measured = measure(&client, prepared, &driver, stop, &progress).await;
     let mut server = scrapes.measured_ended().await;

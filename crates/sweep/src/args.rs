@@ -79,6 +79,22 @@ pub struct SweepArgs {
     /// With --simulate: run the simulated schedule this many times faster than real time.
     #[arg(long, default_value_t = 20.0)]
     pub sim_time_scale: f64,
+
+    /// Client processes that drive every cell together (a sweep job's srun tasks, on one
+    /// machine or several): each sends its share of the cell's concurrency and prompts, and
+    /// client 0 merges their records into the cell's file (docs/slurm.md, "Load beyond one
+    /// client").
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub clients: i64,
+
+    /// With --clients: which client this process is, from 0 [srun's task number].
+    #[arg(long, env = "SLURM_PROCID", allow_negative_numbers = true)]
+    pub client_index: Option<i64>,
+
+    /// With --clients: an id every client of this sweep shares and no earlier one had, which
+    /// keeps its barriers apart from an earlier submission's [the Slurm job and step].
+    #[arg(long)]
+    pub clients_id: Option<String>,
 }
 
 /// What to do with a cell's file that does not count as its finished run.
@@ -146,6 +162,7 @@ impl SweepArgs {
                     // Set in a sweep job's environment, where it refreshes its campaign's status.
                     "server_info",
                     "results_dir",
+                    "client_index",
                 ]
                 .contains(&id.as_str())
             })
@@ -179,6 +196,78 @@ impl SweepArgs {
     {
         let matches = Self::command().try_get_matches_from(args)?;
         Self::from_arg_matches(&matches)
+    }
+
+    /// `--clients`: `None` for one client; which of how many this process is, and the run's id.
+    pub fn clients(
+        &self,
+        cells: &[crate::cell::Cell],
+    ) -> Result<Option<crate::clients::Clients>, UsageError> {
+        let count = at_least("--clients", self.clients, 1)?;
+        if count == 1 {
+            return Ok(None);
+        }
+        if self.simulate {
+            return Err(usage(
+                "--clients",
+                "the built-in simulator serves one client; run bench-sim and point the clients at it".into(),
+            ));
+        }
+        let count =
+            u32::try_from(count).map_err(|_| usage("--clients", format!("{count} is too many")))?;
+        let index = match self.client_index {
+            Some(i) if (0..i64::from(count)).contains(&i) => i as u32,
+            Some(i) => {
+                return Err(usage(
+                    "--client-index",
+                    format!(
+                        "{i} is not one of the {count} clients' numbers, 0 to {}",
+                        count - 1
+                    ),
+                ))
+            }
+            None => return Err(usage(
+                "--client-index",
+                "which client this is: give it, or run the clients as srun tasks (SLURM_PROCID)"
+                    .into(),
+            )),
+        };
+        let run_id = match &self.clients_id {
+            Some(id) => id.clone(),
+            None => match (std::env::var("SLURM_JOB_ID"), std::env::var("SLURM_STEP_ID")) {
+                (Ok(job), Ok(step)) => format!("{job}.{step}"),
+                _ => {
+                    return Err(usage(
+                        "--clients-id",
+                        "an id the clients share: give it, or run them as srun tasks (the job and step)".into(),
+                    ))
+                }
+            },
+        };
+        if run_id.is_empty()
+            || !run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(usage(
+                "--clients-id",
+                format!("`{run_id}`: use letters, digits, `-`, `.` and `_` (it names a folder)"),
+            ));
+        }
+        if let Some(c) = cells.iter().find(|c| c.concurrency < u64::from(count)) {
+            return Err(usage(
+                "--clients",
+                format!(
+                    "{count} clients, but a cell's concurrency is {}: every client needs a slot of its own in every cell",
+                    c.concurrency
+                ),
+            ));
+        }
+        Ok(Some(crate::clients::Clients {
+            count,
+            index,
+            run_id,
+        }))
     }
 
     /// The matrix: flags, else the TOML file, else the defaults.

@@ -11,6 +11,7 @@
 pub mod args;
 pub mod campaign;
 pub mod cell;
+pub mod clients;
 pub mod discover;
 pub mod simulate;
 pub mod summary;
@@ -59,6 +60,10 @@ struct Plan {
     retries: u32,
     existing: args::ExistingPolicy,
     progress: ProgressMode,
+    /// With `--clients N`: which client this process is.
+    clients: Option<clients::Clients>,
+    /// How long a client waits for the others (`--wait-timeout`).
+    wait_timeout: std::time::Duration,
 }
 
 /// Runs the sweep described by `args`, stopped early by SIGINT or SIGTERM.
@@ -215,6 +220,10 @@ impl Session {
             self.say(&format!("  -> {}", row.describe()));
             self.bar.inc();
             rows.push(row);
+            // With several clients, client 0 writes what the folder holds.
+            if self.plan.clients.as_ref().is_some_and(|c| !c.is_merger()) {
+                continue;
+            }
             summary::write(&self.plan.results_dir, &rows).context("writing the sweep summary")?;
             if cell.run > 1 && cells.get(i + 1).is_none_or(|next| next.run == 1) {
                 self.sum_up_repeats(cell);
@@ -341,8 +350,12 @@ fn plan(args: &SweepArgs) -> anyhow::Result<Plan> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(&base.model));
+    let cells = matrix.cells();
+    let clients = args.clients(&cells)?;
     Ok(Plan {
-        cells: matrix.cells(),
+        clients,
+        wait_timeout: bench_cli::parse_duration("--wait-timeout", &args.wait_timeout)?,
+        cells,
         name,
         results_dir: args.results_dir.clone(),
         retries: args.retries,
@@ -445,8 +458,117 @@ enum Attempt {
 }
 
 impl Session {
+    /// `cell` driven with the other clients (`--clients`): this client's share, then, for client
+    /// 0, the merge of every client's part into the cell's file. Not retried: the clients would
+    /// have to agree on it.
+    async fn run_cell_together(
+        &mut self,
+        cell: &Cell,
+        clients: &clients::Clients,
+    ) -> anyhow::Result<CellRow> {
+        let name = self.plan.name.clone();
+        let done = cell::done_path(&self.plan.results_dir, cell, &name, self.plan.base.tp);
+        match cell::existing(&done, cell, &self.expected(cell)) {
+            Existing::Finished => {
+                return Ok(CellRow::from_file(&name, cell, &done, CellStatus::Skipped))
+            }
+            // Client 0 alone moves files: the others would race it.
+            Existing::Stale(why) if clients.is_merger() => {
+                let aside = self.set_aside(&done)?;
+                self.say(&format!(
+                    "  {} is not this cell's finished run: {why}; it is kept as {}",
+                    done.display(),
+                    aside.display()
+                ));
+            }
+            Existing::Stale(_) | Existing::Missing => {}
+        }
+        if !self.discovery.is_healthy(&self.url).await && !self.wait_for_server().await? {
+            return Ok(CellRow::empty(&name, cell, CellStatus::Interrupted));
+        }
+        let share = clients.share(cell);
+        let mut config = cell_config(&self.plan.base, &share, &self.url, 0);
+        // Prompts of its own: no client's prompts are another's (prefix caching).
+        config.prompt.seed =
+            bench_core::prompt::derive_seed(config.prompt.seed, &[u64::from(clients.index) + 1]);
+        config.client = Some(clients.index);
+        let stem = done
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let dir = clients.dir(&self.plan.results_dir, &stem);
+        let started = Instant::now();
+        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?;
+        let gate = clients.barrier(&dir, &self.stop, self.plan.wait_timeout);
+        let report = bench_core::execute_gated(
+            &config,
+            &prepared,
+            &self.stop,
+            self.plan.progress,
+            Some(Box::pin(gate)),
+        )
+        .await?;
+        clients
+            .write_part(
+                &dir,
+                &bench_core::merge::ClientPart::of(&report, clients.index),
+            )
+            .with_context(|| format!("writing this client's part into {}", dir.display()))?;
+        for w in bench_core::console::warnings(&report) {
+            self.say(&format!("  warning: {w}"));
+        }
+        if !clients.is_merger() {
+            return Ok(share_row(&name, cell, &share, &report, &dir));
+        }
+        let mut row = self.merge_parts(cell, clients, &dir, &done).await?;
+        row.seconds = Some(started.elapsed().as_secs_f64());
+        Ok(row)
+    }
+
+    /// Client 0's end of a cell: every client's part merged into the cell's file (`done`), or
+    /// into a partial file when some part never came or a prompt did not complete.
+    async fn merge_parts(
+        &self,
+        cell: &Cell,
+        clients: &clients::Clients,
+        dir: &Path,
+        done: &Path,
+    ) -> anyhow::Result<CellRow> {
+        let name = self.plan.name.as_str();
+        let (parts, missing) = clients
+            .gather(dir, &self.stop, self.plan.wait_timeout)
+            .await;
+        let whole = cell_config(&self.plan.base, cell, &self.url, 0);
+        let merged = bench_core::merge::merge(&whole, &parts)?;
+        let value = result::to_json(&merged);
+        let complete = missing.is_none()
+            && merged.not_sent == 0
+            && merged.metrics.completed == cell.num_prompts as usize;
+        let (path, status) = if complete {
+            (done.to_path_buf(), CellStatus::Done)
+        } else {
+            let partial = cell.free_partial(&self.plan.results_dir, name, self.plan.base.tp, 1);
+            let status = if merged.interrupted || self.stop.is_cancelled() {
+                CellStatus::Interrupted
+            } else {
+                CellStatus::Failed
+            };
+            (partial, status)
+        };
+        write_run(&path, &value, &merged)?;
+        if let Some(missing) = missing {
+            self.say(&format!(
+                "  the parts of clients {missing} never came; the others' are merged into {}",
+                path.display()
+            ));
+        }
+        Ok(CellRow::from_file(name, cell, &path, status))
+    }
+
     /// Runs one cell (unless its finished file is there), retrying an incomplete attempt.
     async fn run_cell(&mut self, cell: &Cell) -> anyhow::Result<CellRow> {
+        if let Some(clients) = self.plan.clients.clone() {
+            return self.run_cell_together(cell, &clients).await;
+        }
         let done = cell::done_path(
             &self.plan.results_dir,
             cell,
@@ -648,6 +770,28 @@ impl Session {
         ));
         Ok(Attempt::Incomplete { partial, seconds })
     }
+}
+
+/// A client's row for its share of `cell` (client 0 writes the cell's).
+fn share_row(
+    name: &str,
+    cell: &Cell,
+    share: &Cell,
+    report: &bench_core::RunReport,
+    dir: &Path,
+) -> CellRow {
+    let status = if report.interrupted {
+        CellStatus::Interrupted
+    } else if report.not_sent == 0 && report.metrics.completed == share.num_prompts as usize {
+        CellStatus::Done
+    } else {
+        CellStatus::Failed
+    };
+    let mut row = CellRow::empty(name, cell, status);
+    row.completed = Some(report.metrics.completed as u64);
+    row.failed = Some(report.metrics.failures.values().map(|g| g.count).sum());
+    row.file = format!("{} (this client's share)", dir.display());
+    row
 }
 
 /// Writes a run's result file, then its per-request file beside it.

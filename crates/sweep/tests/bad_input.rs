@@ -65,6 +65,12 @@ fn rows(dir: &Path) -> Vec<Row> {
         row("matrix key unknown", &["--config", &unknown], 2, &["--config", "unknown field `input_len`"]),
         row("matrix value 0", &["--config", &zero], 2, &["--config", "zero.toml: `concurrency` must be at least 1, got 0"]),
         row("tokenizer missing", &["--tokenizer", "/nonexistent/tok"], 2, &["--tokenizer", "/nonexistent/tok"]),
+        row("no clients", &["--clients", "0"], 2, &["--clients", "at least 1, got 0"]),
+        row("clients without an index", &["--clients", "2", "--concurrency", "2", "--clients-id", "x"], 2, &["--client-index", "SLURM_PROCID"]),
+        row("client index out of range", &["--clients", "2", "--concurrency", "2", "--client-index", "2", "--clients-id", "x"], 2, &["--client-index", "2 is not one of the 2 clients' numbers"]),
+        row("clients without an id", &["--clients", "2", "--concurrency", "2", "--client-index", "0"], 2, &["--clients-id", "an id the clients share"]),
+        row("clients id not a name", &["--clients", "2", "--concurrency", "2", "--client-index", "0", "--clients-id", "a/b"], 2, &["--clients-id", "`a/b`"]),
+        row("more clients than slots", &["--clients", "4", "--concurrency", "2", "--client-index", "0", "--clients-id", "x"], 2, &["--clients", "a cell's concurrency is 2"]),
         row("server-info not text", &["--server-info", &junk], 1, &["--server-info", "junk.txt", "are not text"]),
         row("server-info not a URL", &["--server-info", &words], 1, &["--server-info", "`node12 port 8000` is not"]),
         row("server-info a folder", &["--server-info", &folder], 1, &["--server-info", "is a folder"]),
@@ -100,6 +106,8 @@ fn every_bad_input_is_named_with_its_exit_code_and_no_cell_written() {
         let output = cmd
             .args(&r.args)
             .env_remove("OPENAI_API_KEY")
+            .env_remove("SLURM_PROCID")
+            .env_remove("SLURM_JOB_ID")
             .output()
             .expect("sweep runs");
         let stderr = String::from_utf8_lossy(&output.stderr);

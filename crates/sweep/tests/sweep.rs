@@ -603,3 +603,150 @@ fn a_stalled_stream_shows_in_the_timeline_as_tokens_stopping_with_a_request_in_f
         "{stalled} stalled intervals: {in_flight:?} {rate:?}"
     );
 }
+
+/// One of two clients of a sweep against `url` (`--clients 2`), concurrency 2 and 4.
+fn client_process(results: &Path, url: &str, index: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer_dir(),
+            "--name",
+            "t",
+        ])
+        .args([
+            "--tp",
+            "2",
+            "--input-lens",
+            "64,128",
+            "--concurrency",
+            "2,4",
+        ])
+        .args(["--output-len", "8", "--prompts-per-concurrency", "3"])
+        .args([
+            "--warmups-per-concurrency",
+            "1",
+            "--disable-tqdm",
+            "--results-dir",
+        ])
+        .arg(results)
+        .args(["--base-url", url, "--clients", "2", "--client-index", index])
+        .args(["--clients-id", "t1", "--wait-timeout", "60s"])
+        .env_remove("SERVER_INFO_FILE")
+        .env_remove("RESULTS_DIR")
+        .env_remove("SLURM_PROCID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("a client starts")
+}
+
+/// The simulator's record of each request id, in order of arrival: every cell numbers its
+/// requests from 0, so an id's k-th arrival is its k-th cell's.
+type Arrivals = std::collections::HashMap<String, Vec<bench_sim::truth::RequestTruth>>;
+
+fn arrivals(sim: &SimHandle) -> Arrivals {
+    let mut truth = Arrivals::new();
+    for t in sim.truth() {
+        if let Some(id) = t.request_id.clone() {
+            truth.entry(id).or_default().push(t);
+        }
+    }
+    for each in truth.values_mut() {
+        each.sort_by_key(|t| t.arrival);
+    }
+    truth
+}
+
+/// A merged cell: its figures are its union's, and each request is the simulator's.
+fn check_merged_cell(
+    file: &Path,
+    conc: u64,
+    truth: &Arrivals,
+    seen: &mut std::collections::HashMap<String, usize>,
+) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file).expect("the cell")).expect("json");
+    assert_eq!(v["completed"], 3 * conc, "{}", file.display());
+    assert_eq!(
+        v["config"]["max_concurrency"], conc,
+        "the whole cell's settings"
+    );
+    assert_eq!(v["clients"]["count"], 2);
+    let each = v["clients"]["each"].as_array().expect("each client");
+    let sent: Vec<u64> = each
+        .iter()
+        .map(|c| c["requests"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(sent, [3 * conc / 2, 3 * conc / 2], "each client's share");
+    // The merged figures are the union's: from the per-request file of every request.
+    let lines = bench_result::requests::read(&bench_result::requests::path_for(file))
+        .expect("the merged per-request file");
+    assert_eq!(lines.len() as u64, 3 * conc);
+    let mut ttfts: Vec<f64> = lines.iter().filter_map(|l| l.ttft_ms).collect();
+    ttfts.sort_by(f64::total_cmp);
+    let median = (ttfts[ttfts.len() / 2 - 1] + ttfts[ttfts.len() / 2]) / 2.0;
+    let reported = v["median_ttft_ms"].as_f64().expect("median TTFT");
+    assert!((reported - median).abs() < 1e-6, "{reported} vs {median}");
+    let tokens: u64 = lines.iter().map(|l| l.output_tokens).sum();
+    assert_eq!(v["total_output_tokens"], tokens);
+    // Request by request, what the simulator did: both clients' requests, every event it
+    // handed over read, none measured before the simulator handed its first token over (within
+    // the pairing of the kernel's wall-clock stamp with the monotonic clock, and the file's
+    // microsecond rounding).
+    let slack = bench_core::CONVERSION_ERROR.as_secs_f64() * 1e3 + 0.002;
+    let mut clients = std::collections::BTreeSet::new();
+    for l in &lines {
+        clients.insert(l.request_id.split('-').nth(1).map(str::to_string));
+        let k = seen.entry(l.request_id.clone()).or_default();
+        let t = &truth[&l.request_id][*k];
+        *k += 1;
+        let handed: Vec<Instant> = t.output_sent().collect();
+        assert_eq!(handed.len() as u64, l.events, "{}", l.request_id);
+        let server_ttft = (handed[0] - t.arrival).as_secs_f64() * 1e3;
+        let ttft = l.ttft_ms.expect("completed");
+        assert!(
+            ttft + slack >= server_ttft,
+            "{}: {ttft} < {server_ttft}",
+            l.request_id
+        );
+    }
+    assert_eq!(clients.len(), 2, "{clients:?}");
+}
+
+/// Two client processes drive every cell together; client 0 merges.
+#[test]
+fn two_clients_drive_each_cell_and_the_merged_file_is_the_union_and_the_truth() {
+    let sims = Sims::new();
+    let sim = sims.start(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (zero, one) = (
+        client_process(dir.path(), &sim.url(), "0"),
+        client_process(dir.path(), &sim.url(), "1"),
+    );
+    let (zero, one) = (
+        zero.wait_with_output().expect("client 0 ends"),
+        one.wait_with_output().expect("client 1 ends"),
+    );
+    let log = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(zero.status.success(), "client 0: {}", log(&zero));
+    assert!(one.status.success(), "client 1: {}", log(&one));
+    assert_eq!(cell_files(dir.path()).len(), 4, "client 0 wrote every cell");
+    let truth = arrivals(&sim);
+    let mut seen = std::collections::HashMap::new();
+    for isl in [64, 128] {
+        for conc in [2u64, 4] {
+            let file = dir
+                .path()
+                .join(format!("t_tp2_isl{isl}_osl8_conc{conc}.json"));
+            check_merged_cell(&file, conc, &truth, &mut seen);
+        }
+    }
+    // Every client's part is kept beside the results, one folder per cell.
+    let kept = std::fs::read_dir(dir.path().join("clients"))
+        .expect("the clients' folder")
+        .count();
+    assert_eq!(kept, 4);
+    sims.stop(sim);
+}
