@@ -74,7 +74,7 @@ port=$(free_port)
 export WORK_DIR=$work
 export CONTAINER_IMAGE=""
 export MODEL=sim-model TP=4 NAME=e2e PORT=$port
-export SERVE_CMD="$bin_dir/bench-sim --host 0.0.0.0 --port $port --served-model-name sim-model --preset fixed --ttft-ms 5 --itl-ms 1 --slow-start-s 2"
+export SERVE_CMD="$bin_dir/bench-sim --host 0.0.0.0 --port $port --served-model-name sim-model --preset fixed --ttft-ms 5 --itl-ms 1 --slow-start-s 2 --truth-jsonl $work/truth.jsonl"
 export SWEEP_BIN=$bin_dir/sweep
 # --model is given again in SWEEP_ARGS: a flag there wins over the environment's.
 export SWEEP_ARGS="--model sim-model --input-lens 64,128 --concurrency 1,2 --output-len 8 --prompts-per-concurrency 2 --warmups-per-concurrency 1 --tokenizer $repo/testdata/tokenizers/deepseek-v4 --poll-interval 200ms --wait-timeout 120s --disable-tqdm"
@@ -120,6 +120,52 @@ done
 grep -q "server healthy at $url" "$sweep_log" || fail "sweep log does not show the server it used"
 grep -q "healthy; wrote $url" "$work/logs/serve-$serve_id.out" || fail "serve log lacks the advertisement"
 say "4 result files, summary and logs present"
+
+# --- two clients, as two srun tasks of one sweep job, merged into one result per cell ----------
+two=$work/results-2clients
+sweep2_id=$(RESULTS_DIR=$two SERVER_INFO_FILE=$work/server_info.txt CLIENTS=2 \
+  SWEEP_ARGS="--model sim-model --input-lens 64 --concurrency 2,4 --output-len 8 --prompts-per-concurrency 2 --warmups-per-concurrency 1 --tokenizer $repo/testdata/tokenizers/deepseek-v4 --poll-interval 200ms --wait-timeout 120s --disable-tqdm" \
+  sbatch --parsable --chdir="$work" --ntasks=2 --cpus-per-task=2 --mem=4G --output="$work/logs/sweep2-%j.out" "$repo/slurm/sweep.sbatch")
+for _ in $(seq 1 240); do
+  s=$(state "$sweep2_id")
+  [[ $s =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY)$ ]] && break
+  sleep 0.5
+done
+[[ $s == COMPLETED ]] || { cat "$work/logs/sweep2-$sweep2_id.out" >&2; fail "the two-client sweep job ended $s"; }
+grep -q "^1: " "$work/logs/sweep2-$sweep2_id.out" || fail "no line of client 1 in the log"
+python3 - "$two" "$work/truth.jsonl" <<'PY' || fail "the merged two-client results"
+import collections, json, statistics, sys
+results, truth_path = sys.argv[1], sys.argv[2]
+# The simulator's record of each request id, in order of arrival: each cell numbers from 0.
+arrivals = collections.defaultdict(list)
+for line in open(truth_path):
+    t = json.loads(line)
+    if t["request_id"]:
+        arrivals[t["request_id"]].append(t)
+for a in arrivals.values():
+    a.sort(key=lambda t: t["arrival_s"])
+seen = collections.Counter()
+for conc in (2, 4):
+    base = f"{results}/e2e_tp4_isl64_osl8_conc{conc}"
+    v = json.load(open(base + ".json"))
+    assert v["completed"] == 2 * conc, v["completed"]
+    assert v["clients"]["count"] == 2, v["clients"]
+    assert [c["requests"] for c in v["clients"]["each"]] == [conc, conc], v["clients"]
+    lines = [json.loads(l) for l in open(base + ".requests.jsonl")]
+    assert len(lines) == 2 * conc
+    # The merged figures are the union's.
+    assert abs(v["median_ttft_ms"] - statistics.median(l["ttft_ms"] for l in lines)) < 1e-6
+    assert v["total_output_tokens"] == sum(l["output_tokens"] for l in lines)
+    assert {l["request_id"].split("-")[1] for l in lines} == {"c0", "c1"}
+    # Request by request, the simulator's truth.
+    for l in lines:
+        t = arrivals[l["request_id"]][seen[l["request_id"]]]
+        seen[l["request_id"]] += 1
+        assert len(t["event_sent_s"]) == l["events"], l["request_id"]
+        server_ttft_ms = (t["event_sent_s"][0] - t["arrival_s"]) * 1e3
+        assert l["ttft_ms"] + 0.02 >= server_ttft_ms, (l["request_id"], l["ttft_ms"], server_ttft_ms)
+PY
+say "two clients as srun tasks: each cell merged, its figures the union's, each request the simulator's"
 
 # --- cancel the server: the file must go -------------------------------------------------------
 [[ $(state "$serve_id") == RUNNING ]] || fail "serve job not running before cancel"

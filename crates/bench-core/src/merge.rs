@@ -141,8 +141,8 @@ pub enum MergeError {
 }
 
 /// The run the `parts` measured together, as one report. `config` is the whole run's (all
-/// clients' prompts and concurrency); the server section is the first client's (the server's
-/// counters saw every client's requests).
+/// clients' prompts and concurrency); the server section is the first client's scrapes (the
+/// server's counters saw every client's requests), judged against the merged figures.
 pub fn merge(config: &RunConfig, parts: &[ClientPart]) -> Result<RunReport, MergeError> {
     let mut parts: Vec<&ClientPart> = parts.iter().collect();
     parts.sort_by_key(|p| p.client);
@@ -192,6 +192,10 @@ pub fn merge(config: &RunConfig, parts: &[ClientPart]) -> Result<RunReport, Merg
     }
     let metrics = crate::run::figures(config, &records);
     let first = parts[0];
+    // The server's counters over the first client's window saw every client's requests: they
+    // are held against the merged figures, not that client's share.
+    let mut server = first.server.clone();
+    server.warnings = crate::judge::server(config, &server, &metrics);
     Ok(RunReport {
         config: config.clone(),
         started_at: chrono::DateTime::from(UNIX_EPOCH + Duration::from_secs_f64(earliest.max(0.0))),
@@ -202,7 +206,7 @@ pub fn merge(config: &RunConfig, parts: &[ClientPart]) -> Result<RunReport, Merg
         interrupted: parts.iter().any(|p| p.interrupted),
         not_sent: parts.iter().map(|p| p.not_sent as usize).sum(),
         client: client_section(&parts),
-        server: first.server.clone(),
+        server,
         served_models: None,
         system: first.system.clone(),
         clients: Some(clients(&parts, earliest)),

@@ -37,10 +37,21 @@ pub enum RunError {
     Gate(String),
 }
 
-/// What [`execute_gated`] waits for between the warm-up and the measured phase: the other
-/// clients of a run measured together, for one.
+/// What [`execute_gated`] waits for: the other clients of a run measured together, for one.
 pub type Gate<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Where [`execute_gated`] waits.
+#[derive(Default)]
+pub struct Gates<'a> {
+    /// After the warm-up: the measured phase starts when it opens; a gate that fails ends the
+    /// run with [`RunError::Gate`] before any measured request.
+    pub before_measured: Option<Gate<'a>>,
+    /// After the measured phase, before the server's counters are read for its end: so they
+    /// cover every client's requests. A gate that fails is passed over (what was measured is
+    /// kept).
+    pub after_measured: Option<Gate<'a>>,
+}
 
 /// Requests built and ready: what [`execute`] sends.
 #[derive(Debug)]
@@ -93,16 +104,16 @@ pub async fn execute(
     stop: &CancellationToken,
     progress: ProgressMode,
 ) -> Result<RunReport, RunError> {
-    execute_gated(config, prepared, stop, progress, None).await
+    execute_gated(config, prepared, stop, progress, Gates::default()).await
 }
 
-/// [`execute`], waiting for `gate` after the warm-up: the measured phase starts when it opens.
+/// [`execute`], waiting at `gates` around the measured phase.
 pub async fn execute_gated(
     config: &RunConfig,
     prepared: &Prepared,
     stop: &CancellationToken,
     progress: ProgressMode,
-    gate: Option<Gate<'_>>,
+    gates: Gates<'_>,
 ) -> Result<RunReport, RunError> {
     crate::open_files::ensure(config.max_in_flight() as u64)?;
     let started_at = chrono::Local::now();
@@ -135,11 +146,15 @@ pub async fn execute_gated(
     } else {
         Some(warm_up(&client, prepared, &driver, stop, &progress).await)
     };
-    if let Some(gate) = gate {
+    if let Some(gate) = gates.before_measured {
         gate.await.map_err(RunError::Gate)?;
     }
     scrapes.measured_starts().await;
     let measured = measure(&client, prepared, &driver, stop, &progress).await;
+    if let Some(gate) = gates.after_measured {
+        // Not seeing the others end only narrows the server's window to this client's.
+        let _ = gate.await;
+    }
     let mut server = scrapes.measured_ended().await;
 
     let metrics = figures(config, &measured.phase.records);

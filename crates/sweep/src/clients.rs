@@ -78,6 +78,24 @@ impl Clients {
         }
     }
 
+    /// Says this client's measured phase has ended; client 0 then waits for every other one's,
+    /// so its reading of the server's counters covers every client's requests.
+    pub async fn ended(
+        &self,
+        dir: &Path,
+        stop: &CancellationToken,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        bench_result::atomic::write(&dir.join(format!("ended.{}", self.index)), b"")
+            .map_err(|e| format!("writing into {}: {e}", dir.display()))?;
+        if !self.is_merger() {
+            return Ok(());
+        }
+        self.wait_for(dir, "ended.", "", stop, timeout)
+            .await
+            .map_err(|m| format!("clients {m} did not end their measured phase"))
+    }
+
     /// Writes this client's part of the cell.
     pub fn write_part(&self, dir: &Path, part: &ClientPart) -> std::io::Result<()> {
         bench_result::atomic::write_json(&dir.join(format!("part.{}.json", self.index)), part)

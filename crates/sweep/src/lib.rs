@@ -498,25 +498,32 @@ impl Session {
         let dir = clients.dir(&self.plan.results_dir, &stem);
         let started = Instant::now();
         let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?;
-        let gate = clients.barrier(&dir, &self.stop, self.plan.wait_timeout);
-        let report = bench_core::execute_gated(
-            &config,
-            &prepared,
-            &self.stop,
-            self.plan.progress,
-            Some(Box::pin(gate)),
-        )
-        .await?;
+        let gates = bench_core::Gates {
+            before_measured: Some(Box::pin(clients.barrier(
+                &dir,
+                &self.stop,
+                self.plan.wait_timeout,
+            ))),
+            after_measured: Some(Box::pin(clients.ended(
+                &dir,
+                &self.stop,
+                self.plan.wait_timeout,
+            ))),
+        };
+        let report =
+            bench_core::execute_gated(&config, &prepared, &self.stop, self.plan.progress, gates)
+                .await?;
         clients
             .write_part(
                 &dir,
                 &bench_core::merge::ClientPart::of(&report, clients.index),
             )
             .with_context(|| format!("writing this client's part into {}", dir.display()))?;
-        for w in bench_core::console::warnings(&report) {
-            self.say(&format!("  warning: {w}"));
-        }
         if !clients.is_merger() {
+            // What the client says of itself; client 0 judges the merged run.
+            for w in &report.client.warnings {
+                self.say(&format!("  warning: {w}"));
+            }
             return Ok(share_row(&name, cell, &share, &report, &dir));
         }
         let mut row = self.merge_parts(cell, clients, &dir, &done).await?;
@@ -539,6 +546,9 @@ impl Session {
             .await;
         let whole = cell_config(&self.plan.base, cell, &self.url, 0);
         let merged = bench_core::merge::merge(&whole, &parts)?;
+        for w in bench_core::console::warnings(&merged) {
+            self.say(&format!("  warning: {w}"));
+        }
         let value = result::to_json(&merged);
         let complete = missing.is_none()
             && merged.not_sent == 0

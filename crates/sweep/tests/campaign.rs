@@ -52,7 +52,7 @@ fn sweep(dir: &Path) -> Command {
 #[test]
 fn a_dry_run_prints_each_job_and_submits_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = campaign(dir.path(), "sweep = { concurrency = [32] }");
+    let file = campaign(dir.path(), "sweep = { concurrency = [32], clients = 2 }");
     // No sbatch on the PATH: a dry run must not need one.
     let out = sweep(dir.path())
         .env("PATH", "/nonexistent")
@@ -80,6 +80,9 @@ fn a_dry_run_prints_each_job_and_submits_and_writes_nothing() {
     let sweep_line = lines[3];
     for part in [
         "SERVE_JOB_ID=${serve_dp2_ep}",
+        // Two client processes: the job's two srun tasks.
+        "CLIENTS=2",
+        "--ntasks=2",
         "--dependency=after:${serve_dp2_ep}",
         &format!("RESULTS_DIR={}/dp2-ep", results.display()),
         // The configuration's concurrency wins; its deployment is recorded in every file.
@@ -88,6 +91,7 @@ fn a_dry_run_prints_each_job_and_submits_and_writes_nothing() {
     ] {
         assert!(sweep_line.contains(part), "`{part}` not in {sweep_line}");
     }
+    assert!(lines[1].contains("CLIENTS=1") && !lines[1].contains("--ntasks"));
     assert!(stderr.contains("2 configurations would be submitted; nothing was"));
     assert!(
         !dir.path().join("results").exists(),
@@ -112,6 +116,10 @@ fn a_campaign_the_sweep_would_refuse_is_refused_before_anything_is_submitted() {
             "`dp2-ep`: gpus = 4 is fewer than tp x pp x dp = 8",
         ),
         ("sweep = { args = [\"--simulate\"] }", "have no place"),
+        (
+            "sweep = { clients = 8 }",
+            "`dp2-ep`: its sweep: --clients: 8 clients, but a cell's concurrency is 4",
+        ),
     ] {
         let file = campaign(dir.path(), extra);
         let out = sweep(dir.path())

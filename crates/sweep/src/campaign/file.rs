@@ -93,6 +93,9 @@ pub struct SweepTable {
     pub prompts_per_concurrency: Option<u64>,
     pub warmups_per_concurrency: Option<u64>,
     pub num_runs: Option<u64>,
+    /// Client processes that drive every cell together (the sweep job's srun tasks; give
+    /// `--nodes` in `[slurm] sweep_args` to spread them over nodes).
+    pub clients: Option<u64>,
     /// Extra sweep flags, one word each (e.g. `["--tokenizer", "/models/tok"]`); a
     /// configuration's are added after the shared ones.
     #[serde(default)]
@@ -116,6 +119,7 @@ impl SweepTable {
                 .warmups_per_concurrency
                 .or(self.warmups_per_concurrency),
             num_runs: over.num_runs.or(self.num_runs),
+            clients: over.clients.or(self.clients),
             args: self.args.iter().chain(&over.args).cloned().collect(),
         }
     }

@@ -40,6 +40,8 @@ struct Config {
     dir: PathBuf,
     /// The sweep's flags beyond what sweep.sbatch's variables set.
     sweep_args: Vec<String>,
+    /// Client processes per cell (`CLIENTS`, the job's srun tasks).
+    clients: u64,
     plan: Plan,
 }
 
@@ -172,6 +174,12 @@ fn prepare(
         table.name.clone(),
     ]);
     argv.extend(sweep_args.iter().cloned());
+    let clients = sweep.clients.unwrap_or(1);
+    if clients > 1 {
+        // Checked as client 0 of the job's tasks will be.
+        argv.extend(["--clients".into(), clients.to_string()]);
+        argv.extend(["--client-index", "0", "--clients-id", "campaign"].map(String::from));
+    }
     let in_config = |e: String| bad(path, format!("[[config]] `{}`: {e}", table.name));
     let args = SweepArgs::try_parse_from_iter(&argv).map_err(|e| {
         let first = e.to_string();
@@ -192,6 +200,7 @@ fn prepare(
         table: table.clone(),
         dir,
         sweep_args,
+        clients,
         plan,
     })
 }
@@ -472,8 +481,12 @@ impl Campaign {
                 text(self.path.display().to_string()),
             ),
             ("CONTAINER_IMAGE".into(), text(String::new())),
+            ("CLIENTS".into(), text(c.clients.to_string())),
         ];
         let mut flags = self.common_flags(c, "sweep", self.file.slurm.sweep_partition.as_ref());
+        if c.clients > 1 {
+            flags.push(format!("--ntasks={}", c.clients));
+        }
         // A serve job cancelled before it started leaves nothing to wait for.
         flags.push("--kill-on-invalid-dep=yes".into());
         flags.extend(self.file.slurm.sweep_args.iter().cloned());
