@@ -11,6 +11,11 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// A part written and read back, as between two machines.
+fn through_json(part: ClientPart) -> ClientPart {
+    serde_json::from_str(&serde_json::to_string(&part).expect("serializes")).expect("reads back")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_merge_into_the_figures_of_their_union() {
     let sim = fixed_sim(40, 5, |c| c.faults.http_500 = 0.2).await;
@@ -23,14 +28,10 @@ async fn two_clients_merge_into_the_figures_of_their_union() {
     };
     let (a, b) = (client(0), client(1));
     let (ra, rb) = tokio::join!(run(&a), run(&b));
-    // Through JSON, as between two machines.
-    let parts: Vec<ClientPart> = [ClientPart::of(&ra, 0), ClientPart::of(&rb, 1)]
-        .iter()
-        .map(|p| {
-            serde_json::from_str(&serde_json::to_string(p).expect("serializes"))
-                .expect("reads back")
-        })
-        .collect();
+    let parts = [
+        through_json(ClientPart::of(&ra, 0)),
+        through_json(ClientPart::of(&rb, 1)),
+    ];
     let mut whole = config(&sim.url(), 24, 64, 16);
     whole.max_concurrency = std::num::NonZeroUsize::new(6);
     let merged = merge(&whole, &parts).expect("merges");
@@ -97,6 +98,7 @@ async fn two_clients_merge_into_the_figures_of_their_union() {
         "merged {} ms, union {window} ms",
         ms(m.duration)
     );
+    is_a_result_file(&merged);
     let clients = merged.clients.as_ref().expect("the clients section");
     assert_eq!(clients.count, 2);
     assert!(clients.start_skew_ms < 100.0, "{}", clients.start_skew_ms);
@@ -128,4 +130,16 @@ fn each_request_is_the_simulators(merged: &bench_core::RunReport, sim: &bench_si
         let server_ttft = handed[0] - t.arrival;
         assert!(r.ttft().expect("completed") + bench_core::CONVERSION_ERROR >= server_ttft);
     }
+}
+
+/// The merged file is a result file like any other, with its clients section.
+fn is_a_result_file(merged: &bench_core::RunReport) {
+    let value = bench_core::result::to_json(merged);
+    let validator = jsonschema::validator_for(&crate::schema::schema()).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(value["clients"]["each"][1]["client"], 1);
 }

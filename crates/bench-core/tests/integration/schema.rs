@@ -3,7 +3,7 @@
 use crate::support::{config, fixed_sim, run};
 use bench_core::result;
 
-fn schema() -> serde_json::Value {
+pub fn schema() -> serde_json::Value {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/result-schema.json");
     serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema is JSON")
