@@ -114,6 +114,9 @@ for isl in 64 128; do
     [[ -s $f ]] || fail "missing $f"
     completed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["completed"])' "$f")
     [[ $completed -eq $((conc * 2)) ]] || fail "$f: completed $completed"
+    # The serve job's topology (TP=4: 4 GPUs, one node) is in every result.
+    gpus=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["deployment"]["gpus"])' "$f")
+    [[ $gpus -eq 4 ]] || fail "$f: deployment.gpus $gpus"
   done
 done
 [[ -s $work/results/sweep_summary.csv ]] || fail "no sweep summary"
@@ -175,5 +178,6 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 [[ ! -e $info ]] || fail "server_info.txt still there after the server job was cancelled"
+[[ ! -e $info.topology.json ]] || fail "the topology file outlived the server job"
 say "server job cancelled; server_info.txt removed"
 say "PASS"

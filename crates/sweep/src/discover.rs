@@ -6,6 +6,43 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The server's topology as its serve job wrote it beside the server-info file
+/// (`<server-info>.topology.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub gpus: u32,
+    pub nodes: u32,
+    pub tp: u32,
+    pub pp: u32,
+    pub dp: u32,
+    pub expert_parallel: bool,
+}
+
+/// `<server-info>.topology.json`.
+pub fn topology_path(server_info: &Path) -> PathBuf {
+    let mut name = server_info.as_os_str().to_owned();
+    name.push(".topology.json");
+    PathBuf::from(name)
+}
+
+/// The topology the serve job wrote beside `server_info`, if it wrote one; `Err` says what is
+/// wrong with the file.
+pub fn read_topology(server_info: &Path) -> Result<Option<Topology>, String> {
+    let path = topology_path(server_info);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let t: Topology = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a server topology ({e})", path.display()))?;
+    if [t.gpus, t.nodes, t.tp, t.pp, t.dp].contains(&0) {
+        return Err(format!("{}: a size of 0", path.display()));
+    }
+    Ok(Some(t))
+}
+
 /// Where the server's URL comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -259,6 +296,33 @@ pub fn parse_server_info(bytes: &[u8]) -> Result<Option<BaseUrl>, BadServerInfo>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_serve_jobs_topology_is_read_beside_the_server_info_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let info = dir.path().join("server_info.txt");
+        assert_eq!(read_topology(&info), Ok(None), "a serve job may write none");
+        let path = topology_path(&info);
+        assert!(path.ends_with("server_info.txt.topology.json"));
+        std::fs::write(
+            &path,
+            r#"{"gpus": 16, "nodes": 2, "tp": 4, "pp": 1, "dp": 4, "expert_parallel": true}"#,
+        )
+        .expect("write");
+        let t = read_topology(&info).expect("reads").expect("there");
+        assert_eq!((t.gpus, t.nodes, t.dp, t.expert_parallel), (16, 2, 4, true));
+        for (text, says) in [
+            ("{\"gpus\": 4}", "not a server topology"),
+            (
+                r#"{"gpus": 0, "nodes": 1, "tp": 1, "pp": 1, "dp": 1, "expert_parallel": false}"#,
+                "a size of 0",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let e = read_topology(&info).expect_err(text);
+            assert!(e.contains(says) && e.contains("topology.json"), "{e}");
+        }
+    }
 
     #[test]
     fn server_info_files_are_read_and_checked() {

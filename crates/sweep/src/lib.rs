@@ -194,6 +194,10 @@ impl Session {
             Err(e) => return Err(e.into()),
         };
         eprintln!("server healthy at {url}");
+        let mut plan = plan;
+        if let discover::Source::ServerInfo(info) = args.source()? {
+            take_topology(&mut plan.base, &info)?;
+        }
         let bar = CellsBar::new(plan.progress, plan.cells.len());
         Ok(Some(Self {
             plan,
@@ -780,6 +784,59 @@ impl Session {
         ));
         Ok(Attempt::Incomplete { partial, seconds })
     }
+}
+
+/// The topology the serve job wrote beside the server-info file becomes the run's deployment
+/// (recorded in every result, per-GPU figures divided by its GPUs), unless the deployment flags
+/// said it; a serve job at another TP than `--tp` is an error, not a mislabelled file.
+fn take_topology(base: &mut RunConfig, info: &Path) -> anyhow::Result<()> {
+    let Some(t) = discover::read_topology(info).map_err(anyhow::Error::msg)? else {
+        return Ok(());
+    };
+    if t.tp != base.tp {
+        return Err(bench_cli::UsageError {
+            flag: "--tp",
+            message: format!(
+                "{}, but the serve job says its server runs at tp {} ({}): give --tp {}",
+                base.tp,
+                t.tp,
+                discover::topology_path(info).display(),
+                t.tp
+            ),
+        }
+        .into());
+    }
+    match &base.deployment {
+        Some(_) => eprintln!(
+            "note: the deployment flags given win over the serve job's topology ({} GPUs, {} \
+             node(s))",
+            t.gpus, t.nodes
+        ),
+        None => {
+            eprintln!(
+                "server topology from its serve job: {} GPUs, {} node(s), tp {}, pp {}, dp {}{}",
+                t.gpus,
+                t.nodes,
+                t.tp,
+                t.pp,
+                t.dp,
+                if t.expert_parallel {
+                    ", expert parallel"
+                } else {
+                    ""
+                }
+            );
+            base.deployment = Some(bench_core::config::Deployment {
+                name: None,
+                gpus: t.gpus,
+                nodes: t.nodes,
+                pp: t.pp,
+                dp: t.dp,
+                expert_parallel: t.expert_parallel,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A client's row for its share of `cell` (client 0 writes the cell's).

@@ -750,3 +750,51 @@ fn two_clients_drive_each_cell_and_the_merged_file_is_the_union_and_the_truth() 
     assert_eq!(kept, 4);
     sims.stop(sim);
 }
+
+/// A serve job's topology beside its server-info file is recorded in every result; a serve job
+/// at another TP than --tp is refused before any cell.
+#[test]
+fn the_serve_jobs_topology_is_recorded_and_a_tp_it_contradicts_refused() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let info = dir.path().join("server_info.txt");
+    std::fs::write(&info, format!("{}\n", sim.url())).expect("write");
+    let topology = dir.path().join("server_info.txt.topology.json");
+    let write = |tp: u32| {
+        let t = serde_json::json!({"gpus": 2 * tp, "nodes": 1, "tp": tp, "pp": 1, "dp": 2,
+            "expert_parallel": true});
+        std::fs::write(&topology, t.to_string()).expect("write");
+    };
+    let info_arg = info.display().to_string();
+    let results = dir.path().join("results");
+    write(8);
+    sweep(&results, &["--server-info", &info_arg])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--tp: 2, but the serve job says its server runs at tp 8",
+        ));
+    assert!(cell_files(&results).is_empty());
+    write(2);
+    sweep(&results, &["--server-info", &info_arg])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "server topology from its serve job: 4 GPUs",
+        ));
+    for name in cell_files(&results) {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(results.join(&name)).expect("cell"))
+                .expect("json");
+        assert_eq!(v["config"]["deployment"]["gpus"], 4, "{name}");
+        assert_eq!(v["config"]["deployment"]["dp"], 2, "{name}");
+        let output = v["output_throughput"].as_f64().expect("output");
+        let per_gpu = v["per_gpu"]["output_throughput"].as_f64().expect("per GPU");
+        assert!(
+            (per_gpu * 4.0 - output).abs() < 1e-9 * output.max(1.0),
+            "{name}"
+        );
+    }
+    sims.stop(sim);
+}
