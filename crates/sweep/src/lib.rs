@@ -514,9 +514,22 @@ impl Session {
                 self.plan.wait_timeout,
             ))),
         };
-        let report =
-            bench_core::execute_gated(&config, &prepared, &self.stop, self.plan.progress, gates)
-                .await?;
+        let report = match bench_core::execute_gated(
+            &config,
+            &prepared,
+            &self.stop,
+            self.plan.progress,
+            gates,
+        )
+        .await
+        {
+            Ok(r) => r,
+            // Stopped while waiting for the others: nothing of the cell was measured yet.
+            Err(bench_core::RunError::Gate(_)) if self.stop.is_cancelled() => {
+                return Ok(CellRow::empty(&name, cell, CellStatus::Interrupted))
+            }
+            Err(e) => return Err(e.into()),
+        };
         clients
             .write_part(
                 &dir,

@@ -798,3 +798,70 @@ fn the_serve_jobs_topology_is_recorded_and_a_tp_it_contradicts_refused() {
     }
     sims.stop(sim);
 }
+
+/// A client stopped while it waits for the others at a cell's start exits as after any signal,
+/// and writes no cell: nothing of it was measured.
+#[test]
+fn a_client_stopped_while_waiting_for_the_others_exits_143_and_writes_nothing() {
+    let sims = Sims::new();
+    let sim = sims.start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let results = dir.path().join("results");
+    // Client 0 of two, whose partner never comes.
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+        .args([
+            "--model",
+            "sim-model",
+            "--tokenizer",
+            &tokenizer_dir(),
+            "--name",
+            "t",
+        ])
+        .args([
+            "--input-lens",
+            "64",
+            "--concurrency",
+            "2",
+            "--output-len",
+            "8",
+        ])
+        .args([
+            "--base-url",
+            &sim.url(),
+            "--clients",
+            "2",
+            "--client-index",
+            "0",
+        ])
+        .args([
+            "--clients-id",
+            "lonely",
+            "--wait-timeout",
+            "1h",
+            "--results-dir",
+        ])
+        .arg(&results)
+        .env_remove("SLURM_PROCID")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let barrier = results.join("clients/t_tp1_isl64_osl8_conc2.lonely/ready.0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !barrier.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(barrier.exists(), "client 0 reached the barrier");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cell_files(&results).is_empty());
+    sims.stop(sim);
+}

@@ -79,7 +79,8 @@ type Record = BTreeMap<String, Jobs>;
 #[derive(Debug, Clone, Serialize)]
 struct StatusRow {
     config: String,
-    /// finished, running, queued, partial, ended unfinished, not started.
+    /// finished, running, queued (or another state Slurm gives a live job, lower-case),
+    /// partial, ended unfinished, not started.
     status: String,
     cells_done: usize,
     cells_planned: usize,
@@ -616,21 +617,27 @@ fn row(c: &Config, jobs: Option<&Jobs>, states: &BTreeMap<String, String>) -> St
     let (serve_state, sweep_state) = (state(jobs.map(|j| &j.serve)), state(jobs.map(|j| &j.sweep)));
     let live = [&serve_state, &sweep_state];
     let status = if done == planned {
-        "finished"
-    } else if live.iter().any(|s| *s == "RUNNING") {
-        "running"
-    } else if live.iter().any(|s| !s.is_empty()) {
-        "queued"
+        "finished".to_string()
+    } else if live
+        .iter()
+        .any(|s| ["RUNNING", "CONFIGURING", "COMPLETING"].contains(&s.as_str()))
+    {
+        "running".into()
+    } else if live.iter().any(|s| *s == "PENDING") {
+        "queued".into()
+    } else if let Some(other) = live.iter().find(|s| !s.is_empty()) {
+        // Suspended, held for requeueing, ...: as Slurm says it.
+        other.to_lowercase()
     } else if jobs.is_some() {
-        "ended unfinished"
+        "ended unfinished".into()
     } else if done > 0 {
-        "partial"
+        "partial".into()
     } else {
-        "not started"
+        "not started".into()
     };
     StatusRow {
         config: t.name.clone(),
-        status: status.into(),
+        status,
         cells_done: done,
         cells_planned: planned,
         gpus: t.gpus(),
