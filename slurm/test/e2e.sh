@@ -37,11 +37,11 @@ say "serve.sbatch refuses a SERVE_CMD off \$PORT and a port already taken"
 # node a stand-in command, each through srun as on a real cluster.
 mn_port=$(free_port)
 mn_info=$tmp/multinode-info.txt
-# In an allocation of its own, as a batch job would be (salloc runs the script here).
+# In an allocation of its own, as a batch job would be (srun runs the script as its one task).
 multinode() {
   NODES=2 NODE_HOSTS="$node $node" PORT=$mn_port CONTAINER_IMAGE="" SERVER_INFO_FILE=$mn_info \
     SERVE_CMD="$bin_dir/bench-sim --host 0.0.0.0 --port \$PORT --preset fixed --ttft-ms 5 --itl-ms 1" \
-    HEALTH_TIMEOUT=60 WORKER_CMD="$1" salloc --quiet --nodes=1 --ntasks=2 --mem=2G bash "$repo/slurm/serve.sbatch"
+    HEALTH_TIMEOUT=60 WORKER_CMD="$1" srun --quiet --nodes=1 --ntasks=1 --cpus-per-task=2 --mem=2G bash "$repo/slurm/serve.sbatch"
 }
 out=$(multinode 'sleep 1; exit 3' 2>&1) && fail "a server whose worker exited was published"
 [[ $out == *"the worker on $node exited before the server became healthy"* ]] || fail "multi-node: $out"

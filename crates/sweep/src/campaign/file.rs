@@ -38,22 +38,22 @@ use std::path::{Path, PathBuf};
 pub struct CampaignFile {
     /// The campaign's name: its folder under `results_dir`, and its jobs' name prefix.
     pub name: String,
-    /// Where campaigns' folders go [results].
+    /// Where campaigns' folders go (default: results).
     #[serde(default = "default_results_dir")]
     pub results_dir: PathBuf,
     /// Servers running at once: a configuration's serve job waits for the one this many places
-    /// before it to end [1].
+    /// before it to end (default: 1).
     #[serde(default = "one")]
     pub max_servers: u32,
-    /// Folder holding serve.sbatch and sweep.sbatch [slurm].
+    /// Folder holding serve.sbatch and sweep.sbatch (default: slurm).
     #[serde(default = "default_scripts")]
     pub scripts: PathBuf,
     /// The first configuration's server port; each next one takes the next port, so servers that
-    /// share a node do not collide [8000].
+    /// share a node do not collide (default: 8000).
     #[serde(default = "default_port")]
     pub port: u16,
     /// The container image every serve job runs in, unless its configuration names one
-    /// [serve.sbatch's default].
+    /// (default: serve.sbatch's).
     pub container_image: Option<String>,
     #[serde(default)]
     pub slurm: SlurmTable,
@@ -79,7 +79,7 @@ pub struct SlurmTable {
     /// Extra sbatch flags for every sweep job.
     #[serde(default)]
     pub sweep_args: Vec<String>,
-    /// The sweep binary the sweep jobs run [the one submitting].
+    /// The sweep binary the sweep jobs run (default: the one submitting).
     pub sweep_bin: Option<PathBuf>,
 }
 
@@ -163,21 +163,21 @@ pub struct ConfigTable {
     pub name: String,
     /// The model vLLM serves (with `tp`), unless `serve_cmd` is given.
     pub model: Option<String>,
-    /// The name requests use [model].
+    /// The name requests use (default: model).
     pub served_model_name: Option<String>,
     /// Tensor-parallel size.
     pub tp: Option<u32>,
-    /// Pipeline-parallel size [1].
+    /// Pipeline-parallel size (default: 1).
     pub pp: Option<u32>,
-    /// Data-parallel size [1].
+    /// Data-parallel size (default: 1).
     pub dp: Option<u32>,
     #[serde(default)]
     pub expert_parallel: bool,
-    /// GPUs over all nodes [tp x pp x dp].
+    /// GPUs over all nodes (default: tp x pp x dp).
     pub gpus: Option<u32>,
-    /// Nodes [1].
+    /// Nodes (default: 1).
     pub nodes: Option<u32>,
-    /// Container image for the server [the campaign's, else serve.sbatch's].
+    /// Container image for the server (default: the campaign's, else serve.sbatch's).
     pub container_image: Option<String>,
     /// Flags added to `vllm serve`.
     pub serve_args: Option<String>,
@@ -342,7 +342,7 @@ impl ConfigTable {
         one_word_each("sweep.args", &self.sweep.args)
     }
 
-    /// Tensor-parallel size [1 with a serve_cmd].
+    /// Tensor-parallel size (default: 1 with a serve_cmd).
     pub fn tp(&self) -> u32 {
         self.tp.unwrap_or(1)
     }

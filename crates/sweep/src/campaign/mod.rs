@@ -1,6 +1,6 @@
 //! `sweep --campaign FILE`: many server configurations, each a serve job and a sweep job on Slurm.
 //!
-//! Each configuration of the campaign file ([`file`]) becomes a serve job (serve.sbatch with the
+//! Each configuration of the campaign file ([`mod@file`]) becomes a serve job (serve.sbatch with the
 //! configuration's model, topology and flags) and a sweep job (sweep.sbatch) that starts once the
 //! serve job has, waits for the server, runs the configuration's matrix into
 //! `<results_dir>/<campaign>/<config>/`, and stops its server when it ends. Slurm schedules: a
