@@ -186,22 +186,9 @@ pub fn throughput(configs: &[Config]) -> Vec<Panel> {
         let per_gpu: Vec<Run> = runs
             .iter()
             .map(|r| {
-                let g = f64::from(r.gpus.max(1));
-                Run {
-                    input_throughput: r.input_throughput / g,
-                    output_throughput: r.output_throughput / g,
-                    total_throughput: r.total_throughput / g,
-                    repeats: r
-                        .repeats
-                        .iter()
-                        .map(|k| Run {
-                            input_throughput: k.input_throughput / g,
-                            output_throughput: k.output_throughput / g,
-                            ..k.clone()
-                        })
-                        .collect(),
-                    ..r.clone()
-                }
+                let mut r = r.clone();
+                r.divide_throughputs(f64::from(r.gpus.max(1)));
+                r
             })
             .collect();
         series::throughput(&per_gpu)

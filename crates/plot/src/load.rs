@@ -143,13 +143,7 @@ fn sim_time_scale(file: &ResultFile) -> Option<f64> {
 impl Run {
     /// Undoes a simulator speed-up: latencies x scale, throughputs / scale.
     fn in_modelled_time(mut self, scale: f64) -> Self {
-        for t in [
-            &mut self.input_throughput,
-            &mut self.output_throughput,
-            &mut self.total_throughput,
-        ] {
-            *t /= scale;
-        }
+        self.divide_throughputs(scale);
         for l in [
             &mut self.median_ttft_ms,
             &mut self.p99_ttft_ms,
@@ -163,6 +157,22 @@ impl Run {
         }
         self.sim_time_scale = Some(scale);
         self
+    }
+}
+
+impl Run {
+    /// Every throughput, its repeats' too, divided by `by` (a time scale, a number of GPUs).
+    pub fn divide_throughputs(&mut self, by: f64) {
+        for t in [
+            &mut self.input_throughput,
+            &mut self.output_throughput,
+            &mut self.total_throughput,
+        ] {
+            *t /= by;
+        }
+        for r in &mut self.repeats {
+            r.divide_throughputs(by);
+        }
     }
 }
 

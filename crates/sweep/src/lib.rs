@@ -472,20 +472,9 @@ impl Session {
     ) -> anyhow::Result<CellRow> {
         let name = self.plan.name.clone();
         let done = cell::done_path(&self.plan.results_dir, cell, &name, self.plan.base.tp);
-        match cell::existing(&done, cell, &self.expected(cell)) {
-            Existing::Finished => {
-                return Ok(CellRow::from_file(&name, cell, &done, CellStatus::Skipped))
-            }
-            // Client 0 alone moves files: the others would race it.
-            Existing::Stale(why) if clients.is_merger() => {
-                let aside = self.set_aside(&done)?;
-                self.say(&format!(
-                    "  {} is not this cell's finished run: {why}; it is kept as {}",
-                    done.display(),
-                    aside.display()
-                ));
-            }
-            Existing::Stale(_) | Existing::Missing => {}
+        // Client 0 alone moves files: the others would race it.
+        if let Some(row) = self.finished_or_cleared(cell, &done, clients.is_merger())? {
+            return Ok(row);
         }
         if !self.discovery.is_healthy(&self.url).await && !self.wait_for_server().await? {
             return Ok(CellRow::empty(&name, cell, CellStatus::Interrupted));
@@ -603,19 +592,8 @@ impl Session {
             self.plan.base.tp,
         );
         let name = self.plan.name.clone();
-        match cell::existing(&done, cell, &self.expected(cell)) {
-            Existing::Finished => {
-                return Ok(CellRow::from_file(&name, cell, &done, CellStatus::Skipped))
-            }
-            Existing::Missing => {}
-            Existing::Stale(why) => {
-                let aside = self.set_aside(&done)?;
-                self.say(&format!(
-                    "  {} is not this cell's finished run: {why}; it is kept as {}",
-                    done.display(),
-                    aside.display()
-                ));
-            }
+        if let Some(row) = self.finished_or_cleared(cell, &done, true)? {
+            return Ok(row);
         }
         let mut attempt = 0;
         loop {
@@ -647,6 +625,34 @@ impl Session {
             let mut row = CellRow::from_file(&name, cell, &partial, status);
             row.seconds = Some(seconds);
             return Ok(row);
+        }
+    }
+
+    /// The skipped cell's row when `done` is its finished run; otherwise `None`, with a file that
+    /// is not (another run's settings, incomplete, interrupted) moved aside when `may_move`.
+    fn finished_or_cleared(
+        &self,
+        cell: &Cell,
+        done: &Path,
+        may_move: bool,
+    ) -> anyhow::Result<Option<CellRow>> {
+        match cell::existing(done, cell, &self.expected(cell)) {
+            Existing::Finished => Ok(Some(CellRow::from_file(
+                &self.plan.name,
+                cell,
+                done,
+                CellStatus::Skipped,
+            ))),
+            Existing::Stale(why) if may_move => {
+                let aside = self.set_aside(done)?;
+                self.say(&format!(
+                    "  {} is not this cell's finished run: {why}; it is kept as {}",
+                    done.display(),
+                    aside.display()
+                ));
+                Ok(None)
+            }
+            Existing::Stale(_) | Existing::Missing => Ok(None),
         }
     }
 

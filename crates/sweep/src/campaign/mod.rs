@@ -339,7 +339,7 @@ impl Campaign {
                 println!("{}", self.sweep_job(c, &serve_ref, &sweep_bin).shell_line());
                 serve_ref
             } else {
-                let jobs = self.submit_config(c, &serve, &sweep_bin)?;
+                let jobs = self.submit_config(c, done, &serve, &sweep_bin)?;
                 let serve_ref = JobRef::Id(jobs.serve.clone());
                 record.insert(name.clone(), jobs);
                 self.save_record(&record)?;
@@ -360,10 +360,11 @@ impl Campaign {
         self.status().map(|_| ())
     }
 
-    /// Submits `c`'s serve job, then its sweep job.
+    /// Submits `c`'s serve job, then its sweep job; `done` of its cells are finished.
     fn submit_config(
         &self,
         c: &Config,
+        done: usize,
         serve: &Submission,
         sweep_bin: &Path,
     ) -> anyhow::Result<Jobs> {
@@ -385,7 +386,6 @@ impl Campaign {
                 );
             }
         };
-        let done = c.cells_done();
         eprintln!(
             "{}: serve job {serve_id}, sweep job {sweep_id}; {} of {} cells to run, results in {}",
             c.table.name,
