@@ -13,6 +13,7 @@ pub mod command;
 pub mod engine;
 pub mod fault;
 pub mod lateness;
+pub mod order;
 pub mod prom;
 mod reply;
 mod scheduler;
@@ -135,8 +136,13 @@ impl SimHandle {
     /// modelled time: at 20x, 20 ms of tokenizing an 8,192-token prompt would add 400 ms to its
     /// TTFT. A client that knows its requests (the `sweep --simulate` demo) announces them before
     /// sending them. The bodies are read as the handlers read them and counted with the
-    /// simulator's own tokenizer; each count is used once. Returns how many were counted (none
-    /// without a tokenizer: estimates cost nothing).
+    /// simulator's own tokenizer; each count is used once.
+    ///
+    /// The bodies' order is the order the client will send them in, and the engine takes them
+    /// in that order whatever order the machine delivers them in ([`order`]), so the same
+    /// announced requests get the same schedule on any machine. An announcement replaces the
+    /// one before it. Returns how many were counted (none without a tokenizer: estimates cost
+    /// nothing, and the requests keep their own arrival order).
     pub async fn pretokenize<B: AsRef<[u8]>>(&self, bodies: &[B]) -> usize {
         let texts: Vec<String> = bodies
             .iter()
@@ -162,7 +168,13 @@ impl SimHandle {
             Ok(Ok(pairs)) => {
                 let n = pairs.len();
                 if let Ok(mut known) = self.state.known_prompts.lock() {
-                    known.extend(pairs);
+                    known.clear();
+                    let first = self.state.order.announce(n as u64);
+                    for (position, (key, tokens)) in (first..).zip(pairs) {
+                        let entry = known.entry(key).or_default();
+                        entry.tokens = tokens;
+                        entry.positions.push_back(position);
+                    }
                 }
                 n
             }
@@ -248,6 +260,7 @@ impl Simulator {
             down_until: Mutex::new(None),
             requests_total: AtomicU64::new(0),
             known_prompts: Mutex::new(std::collections::HashMap::new()),
+            order: order::AnnouncedOrder::default(),
         });
         if let Some(after) = state.config.restart_after {
             tokio::spawn(scripted_restart(Arc::clone(&state), after));

@@ -4,6 +4,7 @@
 //! it on a real one.
 
 use crate::engine::{Engine, EngineStats, Request};
+use crate::order::{AnnouncedOrder, Turn};
 use crate::prom::Histograms;
 use crate::reply::Reply;
 use crate::truth::{RequestTruth, TruthLog};
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -37,9 +38,19 @@ pub struct AppState {
     /// While `Some` and in the future, the server is "down" (restarting).
     pub down_until: Mutex<Option<Instant>>,
     pub requests_total: AtomicU64,
-    /// Token counts of prompts announced ahead ([`crate::SimHandle::pretokenize`]), by
-    /// `prompt_key`; each is used once.
-    pub known_prompts: Mutex<HashMap<(usize, u64), u64>>,
+    /// Prompts announced ahead ([`crate::SimHandle::pretokenize`]), by `prompt_key`: their
+    /// token count and their positions in [`AppState::order`]; each position is used once.
+    pub known_prompts: Mutex<HashMap<(usize, u64), Known>>,
+    /// The order announced requests are handed to the engine in.
+    pub order: AnnouncedOrder,
+}
+
+/// An announced prompt: its tokens, and where each request sending it stands in the announced
+/// order (a prompt announced twice has two places).
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub tokens: u64,
+    pub positions: VecDeque<u64>,
 }
 
 /// A prompt's identity for [`AppState::known_prompts`]: its length and a 64-bit hash.
@@ -269,9 +280,41 @@ pub(crate) fn prompt_text_of(body: &[u8]) -> Option<String> {
         .map(|req| chat_text(&req))
 }
 
+/// The token count and the announced position of this request's prompt, when it was announced
+/// ([`crate::SimHandle::pretokenize`]); takes that position.
+fn take_known(s: &AppState, job: &Job) -> Option<(u64, u64)> {
+    let text = job.prompt_text.as_deref()?;
+    let mut known = s.known_prompts.lock().ok()?;
+    if known.is_empty() {
+        return None;
+    }
+    let key = prompt_key(text);
+    let entry = known.get_mut(&key)?;
+    let tokens = entry.tokens;
+    let position = entry.positions.pop_front();
+    if entry.positions.is_empty() {
+        known.remove(&key);
+    }
+    Some((tokens, position?))
+}
+
+/// An announced request's prompt count and its turn in the announced order, waited for here;
+/// nothing for a request that was not announced. It keeps its place whether it is then refused
+/// or not, and the turn passes on when it is dropped, after the request was handed to the engine.
+async fn announced<'a>(
+    s: &'a AppState,
+    job: &Job,
+    arrival: Instant,
+) -> (Option<u64>, Option<Turn<'a>>) {
+    match take_known(s, job) {
+        Some((tokens, position)) => (Some(tokens), Some(s.order.turn(position, arrival).await)),
+        None => (None, None),
+    }
+}
+
 /// Prompt tokens: exact with a tokenizer (known ahead, or counted now), else estimated at 4
 /// bytes per token.
-async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
+async fn count_prompt(s: &AppState, job: &mut Job, known: Option<u64>) -> u64 {
     if let Some(n) = job.prompt_ids {
         return n as u64;
     }
@@ -279,11 +322,6 @@ async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
     let Some(tok) = &s.tokenizer else {
         return (text.len() as u64).div_ceil(4).max(1);
     };
-    let known = s
-        .known_prompts
-        .lock()
-        .ok()
-        .and_then(|mut k| k.remove(&prompt_key(&text)));
     if let Some(n) = known {
         s.stats.prompts_known.fetch_add(1, Ordering::Relaxed);
         return n;
@@ -302,8 +340,8 @@ async fn count_prompt(s: &AppState, job: &mut Job) -> u64 {
 
 /// Checks a request as vLLM does before it reaches the engine: ready, the served model, the
 /// prompt within the context, `max_tokens` sensible. Returns the prompt's tokens and the tokens
-/// to generate, or the error reply.
-async fn admit(s: &AppState, job: &mut Job) -> Result<(u64, u64), Response> {
+/// to generate, or the error reply. `known` is the prompt's count when it was announced.
+async fn admit(s: &AppState, job: &mut Job, known: Option<u64>) -> Result<(u64, u64), Response> {
     if !s.ready() {
         return Err(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -322,7 +360,7 @@ async fn admit(s: &AppState, job: &mut Job) -> Result<(u64, u64), Response> {
             &wire::unknown_model(m, served),
         ));
     }
-    let prompt_tokens = count_prompt(s, job).await;
+    let prompt_tokens = count_prompt(s, job, known).await;
     let max_len = s.config.max_model_len;
     if prompt_tokens >= max_len {
         return Err(json_response(
@@ -354,7 +392,8 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
     // Arrival is before tokenizing the prompt: that work is part of the server's latency.
     let arrival = Instant::now();
     s.requests_total.fetch_add(1, Ordering::Relaxed);
-    let (prompt_tokens, max_tokens) = match admit(&s, &mut job).await {
+    let (known, turn) = announced(&s, &job, arrival).await;
+    let (prompt_tokens, max_tokens) = match admit(&s, &mut job, known).await {
         Ok(sizes) => sizes,
         Err(refusal) => {
             let truth =
@@ -386,8 +425,9 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         prompt_tokens,
         max_tokens,
         eos_after: faults.eos_after,
-        arrival,
+        arrival: turn.as_ref().map_or(arrival, Turn::arrival),
     });
+    drop(turn);
     let prefix = if job.api == Api::Chat {
         "chatcmpl"
     } else {

@@ -1,0 +1,104 @@
+//! Announced requests are scheduled in the order they were announced, whatever order the machine
+//! delivers them in: the demo's schedule must not depend on which of two requests sent together
+//! reached the server first.
+
+use bench_sim::{SimConfig, SimHandle, Simulator};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn tokenizer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tokenizers/deepseek-v4")
+}
+
+async fn sim() -> SimHandle {
+    let mut cfg = SimConfig::preset("m", "small-tp1").expect("preset");
+    cfg.tokenizer = Some(tokenizer());
+    cfg.time_scale = 1.0;
+    Simulator::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("starts")
+}
+
+/// A prompt longer than one step's budget (8,192 tokens), so each takes steps of its own.
+fn body(words: usize) -> String {
+    let prompt = "word ".repeat(words);
+    format!(r#"{{"model":"m","prompt":"{prompt}","max_tokens":2,"stream":true,"ignore_eos":true}}"#)
+}
+
+/// Sends `bodies[k]` after `delays_ms[k]`, with request id `r<k>`, and reads every reply to its end.
+async fn send(url: &str, bodies: &[String], delays_ms: &[u64]) {
+    let http = reqwest::Client::new();
+    let tasks: Vec<_> = bodies
+        .iter()
+        .zip(delays_ms)
+        .enumerate()
+        .map(|(k, (body, &delay))| {
+            let (http, url, body) = (http.clone(), url.to_string(), body.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let resp = http
+                    .post(format!("{url}/v1/completions"))
+                    .header("x-request-id", format!("r{k}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(resp.status(), 200);
+                resp.bytes().await.expect("read");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_requests_are_scheduled_in_the_announced_order_whatever_order_they_come_in() {
+    let handle = sim().await;
+    let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
+    assert_eq!(handle.pretokenize(&bodies).await, 3);
+    // Delivered last first, 10 ms apart (well inside the wait for an earlier request).
+    send(&handle.url(), &bodies, &[20, 10, 0]).await;
+    let truth = handle.truth();
+    let find = |id: &str| {
+        truth
+            .iter()
+            .find(|t| t.request_id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("{id} in the truth"))
+    };
+    let (r0, r1, r2) = (find("r0"), find("r1"), find("r2"));
+    assert!(
+        r2.arrival < r1.arrival && r1.arrival < r0.arrival,
+        "the machine delivered them last first"
+    );
+    let start = |t: &bench_sim::truth::RequestTruth| t.prefill_start.expect("prefilled");
+    // The engine started with the first announced, alone, and took the others in order.
+    assert!(start(r0) >= r0.arrival);
+    assert!(start(r0) < start(r1), "r0 before r1");
+    assert!(start(r1) < start(r2), "r1 before r2");
+    assert_eq!(
+        handle
+            .stats()
+            .prompts_known
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_not_announced_keep_the_order_they_came_in() {
+    let handle = sim().await;
+    let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
+    send(&handle.url(), &bodies, &[40, 20, 0]).await;
+    let truth = handle.truth();
+    let mut by_start: Vec<_> = truth
+        .iter()
+        .map(|t| (t.prefill_start.expect("prefilled"), t.request_id.clone()))
+        .collect();
+    by_start.sort();
+    let ids: Vec<_> = by_start.into_iter().filter_map(|(_, id)| id).collect();
+    assert_eq!(ids, ["r2", "r1", "r0"]);
+    handle.stop().await;
+}
