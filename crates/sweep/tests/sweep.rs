@@ -184,6 +184,60 @@ fn a_whole_sweep_writes_one_file_per_cell_and_a_summary() {
     sims.stop(sim);
 }
 
+/// A simulator that cannot keep its schedule says so in every place a user looks: each cell's
+/// file (`sim_*` keys), the cell's line and the summary. A million times real time is a schedule
+/// no machine keeps (the small model's steps last nanoseconds), so the test does not depend on
+/// how busy this one is.
+#[test]
+fn a_simulator_that_cannot_keep_its_schedule_is_flagged_in_every_cell() {
+    let sims = Sims::new();
+    let sim = sims.start_with(1, |c| {
+        c.timing = bench_sim::timing::preset("small-tp1").expect("preset");
+        c.time_scale = 1e6;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = sweep(dir.path(), &["--base-url", &sim.url()])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    for name in cell_files(dir.path()) {
+        let cell: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(&name)).expect("cell"))
+                .expect("json");
+        assert_eq!(cell["sim_time_scale"], 1e6, "{name}");
+        assert_eq!(cell["sim_kept_schedule"], false, "{name}");
+        let p99 = cell["sim_event_lateness_p99_ms"]
+            .as_f64()
+            .expect("event lateness");
+        assert!(p99 * 1e6 > 20.0, "{name}: {p99} ms at P99");
+        assert!(
+            cell["sim_events"].as_f64().is_some_and(|n| n > 0.0),
+            "{name}"
+        );
+        assert!(cell["sim_time_lost_share"].is_number(), "{name}");
+        let warnings = cell["server"]["warnings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.contains("handed token events over"))),
+            "{name}: {warnings:?}"
+        );
+    }
+    assert_eq!(cell_files(dir.path()).len(), 4);
+    let flagged = stderr
+        .lines()
+        .filter(|l| l.contains("the simulator fell behind: see the result's warnings"))
+        .count();
+    assert_eq!(flagged, 4, "{stderr}");
+    assert!(summary(dir.path())
+        .iter()
+        .all(|r| r["sim_kept_schedule"] == false));
+    sims.stop(sim);
+}
+
 #[test]
 fn a_server_info_file_that_appears_late_is_waited_for() {
     use std::io::BufRead;
