@@ -7,7 +7,9 @@
 //! after its arrival at the server, never one that began before it, so a closed loop of clients
 //! (a request sent when another ends) gets the same schedule whatever the machine's own delays:
 //! the request a step's last token triggers always arrives after the next step began. An idle
-//! engine starts its step at the request's arrival, not when its thread got to it.
+//! engine starts its step at the request's arrival, not when its thread got to it. Announced
+//! requests arrive here in their announced order, whatever order the machine delivered them in
+//! ([`crate::order`]).
 //! [`Scheduler::run`] drives it in real time: it sleeps
 //! until each step's planned end with the operating system's timer (precise to ~0.1 ms, where the
 //! async runtime's has 1 ms), emits that step's tokens, all due at the step's end, and starts the

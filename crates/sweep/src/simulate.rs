@@ -13,8 +13,10 @@
 //! [`OVERHEAD_SHARE`] of the cell's shortest modelled TTFT, up to `--sim-time-scale`. Each
 //! cell's result records its own scale, and the charts convert each file back with its own. A
 //! cell in which the simulator still fell behind its schedule, or in which the client's
-//! turnaround was too slow for the scale, is run again at half the scale
-//! ([`Simulated::slow_down_if_late`]). Prompts are announced before they are sent, so the
+//! turnaround was too slow for the scale, is run again at half the scale, and one whose own
+//! per-request cost, measured as in calibration, took twice its share is run again at the scale
+//! that cost allows ([`Simulated::slow_down_if_late`]); later cells pace themselves by the
+//! largest cost measured. Prompts are announced before they are sent, so the
 //! simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the request waits.
 
 use crate::cell::Cell;
@@ -96,13 +98,9 @@ impl Simulated {
         Ok(())
     }
 
-    /// Takes the per-request cost from a run of requests one at a time against the simulator.
+    /// Keeps the largest per-request cost measured so far, from a run against the simulator.
     fn learn(&self, report: &bench_core::RunReport) {
-        let Some(server_ttft) = report.server.view.as_ref().and_then(|v| v.ttft_mean_ms) else {
-            return;
-        };
-        let measured = report.metrics.ttft_ms.mean - server_ttft;
-        if measured.is_finite() && report.metrics.completed > 0 {
+        if let Some(measured) = overhead_of(report) {
             if let Ok(mut o) = self.overhead_ms.lock() {
                 *o = o.max(measured);
             }
@@ -144,21 +142,37 @@ impl Simulated {
     }
 
     /// When the simulator fell behind its schedule during `report`'s run (see
-    /// `bench_core::judge`), or the closed loop turned around too slowly for the scale
-    /// (`Simulated::turnaround_too_slow`), says so and has the cell run again at half the
-    /// scale (later cells keep their own pace: a machine's rare stall costs a share of a cell
-    /// that a slower run makes smaller); `None` when it kept up, or when it already ran in real
-    /// time (the result then carries the warning).
+    /// `bench_core::judge`), the closed loop turned around too slowly for the scale
+    /// (`Simulated::turnaround_too_slow`), or the machine's per-request cost was larger than the
+    /// scale was chosen for (`Simulated::overhead_too_large`), says so and has the cell run
+    /// again at half the scale, or slower still where the cost asks for it (later cells keep
+    /// their own pace, from the largest cost measured: a machine's rare stall costs a share of
+    /// a cell that a slower run makes smaller); `None` when it kept up, or when it already ran
+    /// in real time (the result then carries the warning).
     pub fn slow_down_if_late(&self, report: &bench_core::RunReport) -> Option<String> {
+        self.learn(report);
         let view = report.server.view.as_ref()?;
         let sim = view.sim.as_ref()?;
         let mut late = bench_core::judge::sim_schedule(sim, report.metrics.duration.as_secs_f64());
         late.extend(self.turnaround_too_slow(report, sim));
         let scale = self.handle.time_scale();
+        let mut slower = ((scale / 2.0 * 10.0).floor() / 10.0).max(1.0);
+        // The cell's own median TTFT, modelled.
+        let ttft_ms = report.metrics.ttft_ms.median * scale;
+        let measured = overhead_of(report);
+        let too_large =
+            measured.and_then(|m| overhead_too_large(m, scale, ttft_ms, self.max_scale));
+        if let Some((why, fits)) = too_large {
+            slower = if late.is_empty() {
+                fits
+            } else {
+                slower.min(fits)
+            };
+            late.push(why);
+        }
         if late.is_empty() || scale <= 1.0 {
             return None;
         }
-        let slower = ((scale / 2.0 * 10.0).floor() / 10.0).max(1.0);
         if let Ok(mut r) = self.retry_scale.lock() {
             *r = Some(slower);
         }
@@ -197,6 +211,33 @@ impl Simulated {
     pub async fn stop(self) {
         self.handle.stop().await;
     }
+}
+
+/// The machine's per-request cost that does not scale, in a run against the simulator (wall
+/// ms): the client's mean TTFT minus the simulator's own.
+fn overhead_of(report: &bench_core::RunReport) -> Option<f64> {
+    let server_ttft = report.server.view.as_ref()?.ttft_mean_ms?;
+    let measured = report.metrics.ttft_ms.mean - server_ttft;
+    (measured.is_finite() && report.metrics.completed > 0).then_some(measured)
+}
+
+/// When a per-request cost of `measured` wall ms, multiplied by `scale`, took more than twice
+/// [`OVERHEAD_SHARE`] of the modelled TTFT `ttft_ms` (the cost grew past what the scale was
+/// chosen for: a busier machine than at calibration, larger requests), why, and the scale at
+/// which it would have fitted.
+fn overhead_too_large(measured: f64, scale: f64, ttft_ms: f64, max: f64) -> Option<(String, f64)> {
+    let magnified = measured * (scale - 1.0);
+    (magnified > 2.0 * OVERHEAD_SHARE * ttft_ms).then(|| {
+        (
+            format!(
+                "the client and this machine added {measured:.2} ms to each request, \
+                 {magnified:.1} ms of modelled TTFT at {scale}x: over {:.0}% of the cell's \
+                 median ({ttft_ms:.0} ms)",
+                200.0 * OVERHEAD_SHARE
+            ),
+            scale_for(ttft_ms, measured, max),
+        )
+    })
 }
 
 /// The fastest scale, at most `max`, at which `overhead_ms` of unscaled cost stays under
@@ -292,7 +333,6 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     if m.config.is_none() {
         m.input_lens.get_or_insert_with(|| "1024,4096,8192".into());
         m.concurrency.get_or_insert_with(|| "1,4,16".into());
-        m.prompts_per_concurrency.get_or_insert(8);
     }
     if args.name.is_none() {
         args.name = Some("sim".into());
@@ -321,5 +361,21 @@ mod tests {
         assert_eq!(scale_for(1000.0, 0.3, 20.0), 20.0);
         assert_eq!(scale_for(10.0, 50.0, 20.0), 1.0);
         assert_eq!(scale_for(70.0, 0.0, 8.0), 8.0);
+    }
+
+    #[test]
+    fn a_cell_whose_cost_outgrew_its_scale_runs_again_at_the_scale_that_cost_allows() {
+        // Calibrated at ~0.15 ms, a 179 ms TTFT ran at 15.3x; the cell itself measured 0.57 ms:
+        // 8.2 ms of modelled TTFT, over 3% of 179.
+        let (why, fits) = overhead_too_large(0.57, 15.3, 179.0, 20.0).expect("too large");
+        assert!(why.contains("0.57 ms") && why.contains("over 3%"), "{why}");
+        assert_eq!(fits, scale_for(179.0, 0.57, 20.0));
+        assert_eq!(fits, 5.7);
+        assert!(0.57 * (fits - 1.0) <= OVERHEAD_SHARE * 179.0);
+        // What calibration expected fits; so does twice it (the margin before a rerun).
+        assert!(overhead_too_large(0.15, 15.3, 179.0, 20.0).is_none());
+        assert!(overhead_too_large(0.37, 15.3, 179.0, 20.0).is_none());
+        // In real time nothing is magnified.
+        assert!(overhead_too_large(5.0, 1.0, 179.0, 20.0).is_none());
     }
 }
