@@ -105,9 +105,10 @@ async fn stream(http: &reqwest::Client, url: &str, max_tokens: u32) -> Seen {
     seen
 }
 
-/// Max and mean of (client read - simulator hand-over) over every output event, in ms.
-async fn lag_at(concurrency: usize) -> (f64, f64, usize) {
-    let handle = sim(50, 10, |_| {}).await;
+/// Max and mean of (client read - simulator hand-over) over every output event, in ms, for
+/// `concurrency` streams of 20 tokens `itl_ms` apart.
+async fn lag_at(concurrency: usize, itl_ms: u64) -> (f64, f64, usize) {
+    let handle = sim(50, itl_ms, |_| {}).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .build()
@@ -200,12 +201,21 @@ async fn reads_match_the_truth_at_1_64_and_1024_streams() {
     // A run in which the machine stalled the runtime (a wake-up over 20 ms late) is disturbed:
     // a thousand streams' reads queue behind the stall by more than a timer's lateness shows, so
     // such a run may fail its bounds and is run once more, saying so. The second must hold.
-    for (conc, max_bound, mean_bound) in [(1, 5.0, 1.0), (64, 20.0, 3.0), (1024, 150.0, 10.0)] {
+    //
+    // The thousand streams send a token every 50 ms, not 10: 20,000 events a second that this
+    // test's own unoptimised client must parse. At 100,000 a second, with one of the two cores
+    // taken by another process, the client itself fell behind by 22 ms on average, which says
+    // nothing of the hand-over stamps under test.
+    for (conc, itl_ms, max_bound, mean_bound) in [
+        (1, 10, 5.0, 1.0),
+        (64, 10, 20.0, 3.0),
+        (1024, 50, 150.0, 10.0),
+    ] {
         let mut tries = 0;
         let (max, mean, events, probe_mean, probe_max) = loop {
             tries += 1;
             let probe = WakeProbe::start();
-            let (max, mean, events) = lag_at(conc).await;
+            let (max, mean, events) = lag_at(conc, itl_ms).await;
             let (probe_mean, probe_max) = probe.finish().await;
             eprintln!(
                 "{conc} streams: {events} events, read lag mean {mean:.3} ms, max {max:.3} ms; \
