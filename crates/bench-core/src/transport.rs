@@ -260,12 +260,9 @@ impl Transport {
             Ok(r) => r,
             // A pooled connection the server closed just as the request went out (its keep-alive
             // ran out): the server never read the request, so it goes once more on a fresh
-            // connection. A server that closes, or is slow, after the request reached it has the
-            // request, and is never sent it twice: that fails as measured.
-            Err(Unanswered {
-                error: TransportError::Io(_) | TransportError::Closed,
-                gone_at_send: true,
-            }) if reused => {
+            // connection. A server that closes, or is slow, after the request reached it may have
+            // the request, and is never sent it twice: that fails as measured.
+            Err(u) if reused && u.unread() => {
                 let (c, _) = self.connection_fresh().await?;
                 conn = c;
                 reader.floor = Instant::now();
@@ -358,6 +355,22 @@ fn before_head(e: TransportError) -> TransportError {
 struct Unanswered {
     error: TransportError,
     gone_at_send: bool,
+}
+
+impl Unanswered {
+    /// Whether the server surely never read the request: the connection was gone when it was
+    /// written, or the server reset it before any response. A reset comes from the server's
+    /// kernel when the request arrived at a socket its server had closed, or was still unread
+    /// when it closed it; a server that read the request and then closed sends no reset. On a
+    /// busy machine a keep-alive close can reach the client only after the request went out,
+    /// so the reset is the only sign it came first.
+    fn unread(&self) -> bool {
+        match &self.error {
+            TransportError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            TransportError::Io(_) | TransportError::Closed => self.gone_at_send,
+            _ => false,
+        }
+    }
 }
 
 /// A parsed response head.

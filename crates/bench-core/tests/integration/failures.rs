@@ -209,6 +209,10 @@ enum AfterFirstReply {
     /// Keeps it open and reads the next request, but never answers it (a server too busy to
     /// send the response head).
     NeverAnswer,
+    /// Keeps it open until the next request arrives, then closes it unread: the server's
+    /// keep-alive close that reaches the client only after its next request went out, as on a
+    /// busy machine. The server's kernel answers with a reset.
+    CloseUnreadOnNext,
 }
 
 /// A server that answers the first request of each connection with vLLM's recorded stream, then
@@ -232,15 +236,37 @@ async fn keep_alive_server(after: AfterFirstReply) -> (String, Arc<AtomicUsize>,
                 }
                 reads.fetch_add(1, Ordering::SeqCst);
                 let _ = socket.write_all(reply.as_bytes()).await;
-                if let AfterFirstReply::NeverAnswer = after {
-                    while read_request(&mut socket).await {
-                        reads.fetch_add(1, Ordering::SeqCst);
+                match after {
+                    AfterFirstReply::Close => {}
+                    AfterFirstReply::NeverAnswer => {
+                        while read_request(&mut socket).await {
+                            reads.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    AfterFirstReply::CloseUnreadOnNext => {
+                        let _ = socket.readable().await;
                     }
                 }
             });
         }
     });
     (url, accepted, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_reset_unread_is_replaced_not_failed() {
+    // The close comes after the next request was written (the client saw the connection
+    // alive), and the server's kernel resets it: the request was never read, so it goes again.
+    let (url, accepted, requests) = keep_alive_server(AfterFirstReply::CloseUnreadOnNext).await;
+    let mut c = config(&url, 4, 16, 5);
+    c.model = "tiny-llama".into();
+    c.max_concurrency = std::num::NonZeroUsize::new(1);
+    c.num_warmups = 1;
+    c.server_metrics_interval = None;
+    let report = run(&c).await;
+    assert_eq!(report.metrics.completed, 4, "{:?}", report.metrics.failures);
+    assert_eq!(requests.load(Ordering::SeqCst), 5, "each request read once");
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
