@@ -44,8 +44,10 @@ multinode() {
     HEALTH_TIMEOUT=60 WORKER_CMD="$1" srun --quiet --nodes=1 --ntasks=1 --cpus-per-task=2 --mem=2G bash "$repo/slurm/serve.sbatch"
 }
 out=$(multinode 'sleep 1; exit 3' 2>&1) && fail "a server whose worker exited was published"
-[[ $out == *"the worker on $node exited before the server became healthy"* ]] || fail "multi-node: $out"
-[[ ! -e $mn_info ]] || fail "a server whose worker exited was published"
+# Before /health answered or after (the worker's srun may start late on a busy machine), the
+# job fails and leaves no URL behind.
+[[ $out == *"the worker on $node exited"* ]] || fail "multi-node: $out"
+[[ ! -e $mn_info ]] || fail "a server whose worker exited is still published"
 # shellcheck disable=SC2016 # $WORKER_INDEX is the worker's, expanded on its node
 multinode 'echo "worker $WORKER_INDEX up"; sleep 300' > "$tmp/multinode.log" 2>&1 &
 mn_pid=$!
