@@ -253,17 +253,24 @@ async fn keep_alive_server(after: AfterFirstReply) -> (String, Arc<AtomicUsize>,
     (url, accepted, requests)
 }
 
+/// `prompts` requests (and one warm-up) to the scripted keep-alive server, one at a time, so
+/// each reuses the connection the one before left in the pool; no scrapes of /metrics, which
+/// would be connections of their own.
+fn one_at_a_time(url: &str, prompts: usize) -> bench_core::RunConfig {
+    let mut c = config(url, prompts, 16, 5);
+    c.model = "tiny-llama".into();
+    c.max_concurrency = std::num::NonZeroUsize::new(1);
+    c.num_warmups = 1;
+    c.server_metrics_interval = None;
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_server_reset_unread_is_replaced_not_failed() {
     // The close comes after the next request was written (the client saw the connection
     // alive), and the server's kernel resets it: the request was never read, so it goes again.
     let (url, accepted, requests) = keep_alive_server(AfterFirstReply::CloseUnreadOnNext).await;
-    let mut c = config(&url, 4, 16, 5);
-    c.model = "tiny-llama".into();
-    c.max_concurrency = std::num::NonZeroUsize::new(1);
-    c.num_warmups = 1;
-    c.server_metrics_interval = None;
-    let report = run(&c).await;
+    let report = run(&one_at_a_time(&url, 4)).await;
     assert_eq!(report.metrics.completed, 4, "{:?}", report.metrics.failures);
     assert_eq!(requests.load(Ordering::SeqCst), 5, "each request read once");
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
@@ -274,13 +281,7 @@ async fn a_pooled_connection_the_server_closed_is_replaced_not_failed() {
     // Each reply leaves a connection in the pool that the server has already closed: the next
     // request finds it dead before any response and must go again on a fresh one.
     let (url, accepted, _) = keep_alive_server(AfterFirstReply::Close).await;
-    let mut c = config(&url, 4, 16, 5);
-    c.model = "tiny-llama".into();
-    c.max_concurrency = std::num::NonZeroUsize::new(1);
-    c.num_warmups = 1;
-    // Scrapes of /metrics would be connections of their own.
-    c.server_metrics_interval = None;
-    let report = run(&c).await;
+    let report = run(&one_at_a_time(&url, 4)).await;
     assert_eq!(report.metrics.completed, 4, "{:?}", report.metrics.failures);
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -295,12 +296,8 @@ async fn a_pooled_connection_whose_server_is_slow_is_never_sent_the_request_twic
     // elsewhere would make it serve the request twice. It fails by the idle timeout instead.
     for transport in TRANSPORTS {
         let (url, _, requests) = keep_alive_server(AfterFirstReply::NeverAnswer).await;
-        let mut c = config(&url, 1, 16, 5);
-        c.model = "tiny-llama".into();
-        c.max_concurrency = std::num::NonZeroUsize::new(1);
-        c.num_warmups = 1;
+        let mut c = one_at_a_time(&url, 1);
         c.idle_timeout = Some(Duration::from_millis(300));
-        c.server_metrics_interval = None;
         c.transport = transport;
         let report = run(&c).await;
         assert_eq!(
