@@ -123,7 +123,9 @@ pub async fn run_until(args: SweepArgs, stop: Stop) -> anyhow::Result<SweepOutco
         session.choose_name();
     }
     if let Some(sim) = &session.simulated {
-        sim.calibrate(&session.plan.base, &session.tokenizer)
+        let shortest = session.plan.cells.iter().map(|c| c.input_len).min();
+        let input_len = shortest.unwrap_or(session.plan.base.prompt.input_len);
+        sim.calibrate(&session.plan.base, input_len, &session.tokenizer)
             .await
             .context("measuring what the machine adds to each request")?;
     }
@@ -758,7 +760,7 @@ impl Session {
         let complete =
             report.not_sent == 0 && report.metrics.completed == cell.num_prompts as usize;
         let slower = match &self.simulated {
-            Some(sim) if complete => sim.slow_down_if_late(&report),
+            Some(sim) if complete => sim.slow_down_if_late(cell, &report),
             _ => None,
         };
         if slower.is_none() {

@@ -9,14 +9,17 @@
 //! tenths of a millisecond per request) is multiplied by the time scale when the figures are
 //! converted back to the modelled deployment's time. So the demo measures that cost first
 //! ([`Simulated::calibrate`]: a few requests one at a time, the client's TTFT against the
-//! simulator's own), and runs each cell ([`Simulated::pace`]) as fast as keeps it under
-//! [`OVERHEAD_SHARE`] of the cell's shortest modelled TTFT, up to `--sim-time-scale`. Each
+//! simulator's own, with prompts of the matrix's shortest input length), and runs each cell
+//! ([`Simulated::pace`]) as fast as keeps it under [`OVERHEAD_SHARE`] of the cell's modelled
+//! TTFT, up to `--sim-time-scale`: the lone TTFT of its shortest prompt, or the median a cell
+//! of the same input length measured at a lower concurrency when that is longer. The closed
+//! loop's turnaround, measured too, must stay within half the engine's shortest step. Each
 //! cell's result records its own scale, and the charts convert each file back with its own. A
-//! cell in which the simulator still fell behind its schedule, or in which the client's
-//! turnaround was too slow for the scale, is run again at half the scale, and one whose own
-//! per-request cost, measured as in calibration, took twice its share is run again at the scale
-//! that cost allows ([`Simulated::slow_down_if_late`]); later cells pace themselves by the
-//! largest cost measured. Prompts are announced before they are sent, so the
+//! cell in which the simulator still fell behind its schedule, in which the client's
+//! turnaround was too slow for the scale, or whose own per-request cost took twice its share of
+//! the cell's median TTFT, is run again once at the scale its measurements allow
+//! ([`Simulated::slow_down_if_late`]); later cells pace themselves by the largest costs
+//! measured. Prompts are announced before they are sent, so the
 //! simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the request waits.
 
 use crate::cell::Cell;
@@ -39,6 +42,10 @@ const DEMO_SEED: u64 = 0;
 /// may take once multiplied by the time scale.
 pub const OVERHEAD_SHARE: f64 = 0.015;
 
+/// How far below the engine's shortest step (wall time at the chosen scale) a cell paces the
+/// client's turnaround plus the simulator's event lateness: half of it.
+const TURNAROUND_MARGIN: f64 = 2.0;
+
 /// A running demo simulator, its pace, and the files it needs.
 #[derive(Debug)]
 pub struct Simulated {
@@ -46,11 +53,22 @@ pub struct Simulated {
     timing: Timing,
     /// The fastest the user allows (`--sim-time-scale`).
     max_scale: f64,
-    /// The scale for a cell run again because it fell behind: half the one it fell behind at.
+    /// The scale for a cell run again because it fell behind.
     retry_scale: Mutex<Option<f64>>,
-    /// The machine's per-request cost that does not scale (wall ms), the largest measured.
-    overhead_ms: Mutex<f64>,
+    /// What the machine was measured to take, the largest of each so far.
+    measured: Mutex<Measured>,
+    /// The modelled median TTFT of each finished cell, by input length and concurrency.
+    medians: Mutex<Vec<(u64, u64, f64)>>,
     _tokenizer_dir: Option<tempfile::TempDir>,
+}
+
+/// What the machine adds that a time scale magnifies (wall ms), the largest measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Measured {
+    /// The per-request cost that does not scale: the client's TTFT minus the simulator's.
+    overhead_ms: f64,
+    /// The client's turnaround plus the simulator's event lateness (P99s) in a closed loop.
+    turnaround_ms: f64,
 }
 
 impl Simulated {
@@ -62,15 +80,18 @@ impl Simulated {
             .into()
     }
 
-    /// Measures the per-request cost the time scale would magnify: 16 requests one at a time,
-    /// the client's mean TTFT minus the simulator's own (both in wall time).
+    /// Measures the per-request cost the time scale would magnify: 16 requests one at a time
+    /// with prompts of the matrix's shortest input length (`input_len`; the cost grows with
+    /// the request), the client's mean TTFT minus the simulator's own (both in wall time), and
+    /// the closed loop's turnaround.
     pub async fn calibrate(
         &self,
         base: &RunConfig,
+        input_len: u64,
         tokenizer: &Arc<bench_core::tokenizer::PromptTokenizer>,
     ) -> anyhow::Result<()> {
         let mut c = base.clone();
-        c.prompt.input_len = 256;
+        c.prompt.input_len = input_len;
         c.output_len = 2;
         c.num_prompts = 16;
         c.num_warmups = 2;
@@ -87,32 +108,49 @@ impl Simulated {
         )
         .await?;
         self.learn(&report);
+        let measured = self.measured();
         eprintln!(
             "the client and this machine add {:.2} ms to every request, which a time scale \
-             multiplies: each cell runs as fast as keeps that under {}% of its modelled TTFT \
-             (at most {}x)",
-            self.overhead(),
+             multiplies, and turn the closed loop around in {:.2} ms (P99): each cell runs as \
+             fast as keeps the first under {}% of its modelled TTFT and the second under half \
+             the engine's shortest step (at most {}x)",
+            measured.overhead_ms,
+            measured.turnaround_ms,
             OVERHEAD_SHARE * 100.0,
-            self.max_scale()
+            self.max_scale
         );
         Ok(())
     }
 
-    /// Keeps the largest per-request cost measured so far, from a run against the simulator.
+    /// Keeps the largest per-request cost and turnaround measured so far, from a run against
+    /// the simulator.
     fn learn(&self, report: &bench_core::RunReport) {
-        if let Some(measured) = overhead_of(report) {
-            if let Ok(mut o) = self.overhead_ms.lock() {
-                *o = o.max(measured);
-            }
+        let overhead = overhead_of(report);
+        let turnaround = turnaround_of(report);
+        if let Ok(mut m) = self.measured.lock() {
+            m.overhead_ms = m.overhead_ms.max(overhead.unwrap_or(0.0));
+            m.turnaround_ms = m.turnaround_ms.max(turnaround.unwrap_or(0.0));
         }
     }
 
-    fn overhead(&self) -> f64 {
-        self.overhead_ms.lock().map_or(0.0, |o| *o)
+    fn measured(&self) -> Measured {
+        self.measured.lock().map(|m| *m).unwrap_or_default()
     }
 
-    fn max_scale(&self) -> f64 {
-        self.max_scale
+    /// The engine's shortest step, modelled ms.
+    fn shortest_step_ms(&self) -> f64 {
+        self.timing.shortest_step().as_secs_f64() * 1e3
+    }
+
+    /// The modelled median TTFT of the finished cell with `cell`'s input length and the
+    /// largest concurrency below its own, if one ran.
+    fn median_below(&self, cell: &Cell) -> Option<f64> {
+        let medians = self.medians.lock().ok()?;
+        medians
+            .iter()
+            .filter(|(isl, conc, _)| *isl == cell.input_len && *conc < cell.concurrency)
+            .max_by_key(|(_, conc, _)| *conc)
+            .map(|(_, _, ttft)| *ttft)
     }
 
     /// Sets the time scale for `cell` (see the module doc) and returns it.
@@ -120,8 +158,17 @@ impl Simulated {
         let shortest = (cell.input_len as f64 * (1.0 - range_ratio))
             .floor()
             .max(1.0) as u64;
-        let ttft_ms = self.timing.lone_ttft(shortest).as_secs_f64() * 1e3;
-        let mut scale = scale_for(ttft_ms, self.overhead(), self.max_scale);
+        let lone_ms = self.timing.lone_ttft(shortest).as_secs_f64() * 1e3;
+        // More requests at once only add queueing: the median TTFT measured at a lower
+        // concurrency is one this cell's reaches (its own check below catches it when not).
+        let ttft_ms = self.median_below(cell).map_or(lone_ms, |m| m.max(lone_ms));
+        let measured = self.measured();
+        let mut scale =
+            scale_for(ttft_ms, measured.overhead_ms, self.max_scale).min(turnaround_allows(
+                self.shortest_step_ms(),
+                measured.turnaround_ms,
+                self.max_scale,
+            ));
         if let Some(retry) = self.retry_scale.lock().ok().and_then(|mut r| r.take()) {
             scale = scale.min(retry);
         }
@@ -144,35 +191,40 @@ impl Simulated {
     /// When the simulator fell behind its schedule during `report`'s run (see
     /// `bench_core::judge`), the closed loop turned around too slowly for the scale
     /// (`Simulated::turnaround_too_slow`), or the machine's per-request cost was larger than the
-    /// scale was chosen for (`Simulated::overhead_too_large`), says so and has the cell run
-    /// again at half the scale, or slower still where the cost asks for it (later cells keep
-    /// their own pace, from the largest cost measured: a machine's rare stall costs a share of
-    /// a cell that a slower run makes smaller); `None` when it kept up, or when it already ran
-    /// in real time (the result then carries the warning).
-    pub fn slow_down_if_late(&self, report: &bench_core::RunReport) -> Option<String> {
+    /// scale was chosen for (`overhead_too_large`), says so and has the cell run again at the
+    /// scale what was measured allows (`retry_scale`; later cells keep their own pace, from the
+    /// largest costs measured: a machine's rare stall costs a share of a cell that a slower run
+    /// makes smaller); `None` when it kept up, or when it already ran in real time (the result
+    /// then carries the warning). A cell that kept up records its median TTFT, which paces the
+    /// cells after it at the same input length.
+    pub fn slow_down_if_late(&self, cell: &Cell, report: &bench_core::RunReport) -> Option<String> {
         self.learn(report);
         let view = report.server.view.as_ref()?;
         let sim = view.sim.as_ref()?;
-        let mut late = bench_core::judge::sim_schedule(sim, report.metrics.duration.as_secs_f64());
-        late.extend(self.turnaround_too_slow(report, sim));
         let scale = self.handle.time_scale();
-        let mut slower = ((scale / 2.0 * 10.0).floor() / 10.0).max(1.0);
         // The cell's own median TTFT, modelled.
         let ttft_ms = report.metrics.ttft_ms.median * scale;
-        let measured = overhead_of(report);
-        let too_large =
-            measured.and_then(|m| overhead_too_large(m, scale, ttft_ms, self.max_scale));
-        if let Some((why, fits)) = too_large {
-            slower = if late.is_empty() {
-                fits
-            } else {
-                slower.min(fits)
-            };
+        let mut late = bench_core::judge::sim_schedule(sim, report.metrics.duration.as_secs_f64());
+        let mut fits = schedule_allows(sim, report.metrics.duration.as_secs_f64());
+        if let Some(why) = self.turnaround_too_slow(report, sim) {
             late.push(why);
+            fits.push(turnaround_allows(
+                self.shortest_step_ms(),
+                turnaround_of(report).unwrap_or(0.0),
+                self.max_scale,
+            ));
         }
+        let too_large =
+            overhead_of(report).and_then(|m| overhead_too_large(m, scale, ttft_ms, self.max_scale));
+        let overhead_fits = too_large.as_ref().map(|(_, fits)| *fits);
+        late.extend(too_large.map(|(why, _)| why));
         if late.is_empty() || scale <= 1.0 {
+            if let Ok(mut m) = self.medians.lock() {
+                m.push((cell.input_len, cell.concurrency, ttft_ms));
+            }
             return None;
         }
+        let slower = retry_scale(scale, &fits, overhead_fits);
         if let Ok(mut r) = self.retry_scale.lock() {
             *r = Some(slower);
         }
@@ -195,7 +247,7 @@ impl Simulated {
     ) -> Option<String> {
         let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
         let lateness = sim.event_lateness_p99_ms.unwrap_or(0.0);
-        let step_ms = self.timing.shortest_step().as_secs_f64() * 1e3 / sim.time_scale;
+        let step_ms = self.shortest_step_ms() / sim.time_scale;
         let budget = step_ms;
         (turnaround + lateness > budget).then(|| {
             format!(
@@ -219,6 +271,69 @@ fn overhead_of(report: &bench_core::RunReport) -> Option<f64> {
     let server_ttft = report.server.view.as_ref()?.ttft_mean_ms?;
     let measured = report.metrics.ttft_ms.mean - server_ttft;
     (measured.is_finite() && report.metrics.completed > 0).then_some(measured)
+}
+
+/// The client's turnaround plus the simulator's event lateness in a run (their P99s, wall ms),
+/// when the run had a closed loop to turn around.
+fn turnaround_of(report: &bench_core::RunReport) -> Option<f64> {
+    let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
+    let lateness = report
+        .server
+        .view
+        .as_ref()
+        .and_then(|v| v.sim.as_ref())
+        .and_then(|s| s.event_lateness_p99_ms)
+        .unwrap_or(0.0);
+    let sum = turnaround + lateness;
+    sum.is_finite().then_some(sum)
+}
+
+/// The fastest scale, at most `max`, at which a turnaround of `turnaround_ms` (wall) stays
+/// within [`TURNAROUND_MARGIN`] of the engine's shortest step (`step_ms`, modelled).
+fn turnaround_allows(step_ms: f64, turnaround_ms: f64, max: f64) -> f64 {
+    if turnaround_ms > 0.0 {
+        round_scale((step_ms / (TURNAROUND_MARGIN * turnaround_ms)).min(max))
+    } else {
+        max
+    }
+}
+
+/// The scales at which the schedule `sim` kept over a run of `duration_s` would have met
+/// `bench_core::judge`'s bounds, for each bound it missed, with room to spare (half of each):
+/// time lost to late steps shrinks in share as the scale falls, and event lateness in wall
+/// time is the machine's, so it shrinks in modelled time.
+fn schedule_allows(sim: &bench_core::server_metrics::SimSchedule, duration_s: f64) -> Vec<f64> {
+    use bench_core::judge::{sim_lost_share, SIM_EVENT_P99_MODELLED_MS, SIM_LOST_SHARE};
+    let mut fits = Vec::new();
+    let lost = sim_lost_share(sim, duration_s);
+    if lost > SIM_LOST_SHARE {
+        fits.push(sim.time_scale * SIM_LOST_SHARE / lost / 2.0);
+    }
+    if let Some(p99) = sim.event_lateness_p99_ms.filter(|p| *p > 0.0) {
+        if p99 * sim.time_scale > SIM_EVENT_P99_MODELLED_MS {
+            fits.push(SIM_EVENT_P99_MODELLED_MS / p99 / 2.0);
+        }
+    }
+    fits
+}
+
+/// The scale to run a late cell again at, after it ran at `scale`: where only its per-request
+/// cost was too large, the scale that cost allows (`overhead_fits`); otherwise at most half of
+/// `scale`, and lower where what was measured asks for it (`fits`), so that one rerun suffices
+/// instead of halving again and again. Never below real time.
+fn retry_scale(scale: f64, fits: &[f64], overhead_fits: Option<f64>) -> f64 {
+    let lowest = fits.iter().copied().fold(f64::INFINITY, f64::min);
+    let slower = match overhead_fits {
+        Some(o) if fits.is_empty() => o,
+        Some(o) => (scale / 2.0).min(lowest).min(o),
+        None => (scale / 2.0).min(lowest),
+    };
+    round_scale(slower)
+}
+
+/// A scale rounded down to a tenth, never below real time.
+fn round_scale(scale: f64) -> f64 {
+    ((scale * 10.0).floor() / 10.0).max(1.0)
 }
 
 /// When a per-request cost of `measured` wall ms, multiplied by `scale`, took more than twice
@@ -249,7 +364,7 @@ fn scale_for(ttft_ms: f64, overhead_ms: f64, max: f64) -> f64 {
     } else {
         max
     };
-    ((fastest.min(max) * 10.0).floor() / 10.0).max(1.0)
+    round_scale(fastest.min(max))
 }
 
 /// The demo tokenizer as a file: in the user's cache folder (`INFERPERF_CACHE`, else
@@ -342,7 +457,8 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
         timing,
         max_scale: args.sim_time_scale,
         retry_scale: Mutex::new(None),
-        overhead_ms: Mutex::new(0.0),
+        measured: Mutex::new(Measured::default()),
+        medians: Mutex::new(Vec::new()),
         _tokenizer_dir: dir,
     })
 }
@@ -377,5 +493,121 @@ mod tests {
         assert!(overhead_too_large(0.37, 15.3, 179.0, 20.0).is_none());
         // In real time nothing is magnified.
         assert!(overhead_too_large(5.0, 1.0, 179.0, 20.0).is_none());
+    }
+
+    #[test]
+    fn a_late_cell_runs_again_once_at_the_scale_its_measurements_allow() {
+        // Only the per-request cost was too large: the scale that cost allows, even above half.
+        assert_eq!(retry_scale(10.0, &[], Some(7.3)), 7.3);
+        // The schedule was late: at most half, lower when a bound asks for it, never below 1x.
+        assert_eq!(retry_scale(10.0, &[8.0], None), 5.0);
+        assert_eq!(retry_scale(20.0, &[2.34], Some(9.0)), 2.3);
+        assert_eq!(retry_scale(20.0, &[6.0, 12.0], Some(4.0)), 4.0);
+        assert_eq!(retry_scale(1.5, &[0.2], None), 1.0);
+    }
+
+    #[test]
+    fn the_schedule_bounds_a_run_missed_name_the_scales_that_meet_them_with_room() {
+        let sim = bench_core::server_metrics::SimSchedule {
+            time_scale: 20.0,
+            steps: 1000.0,
+            late_steps: 40.0,
+            step_lateness_p99_ms: Some(3.0),
+            events: 20_000.0,
+            late_events: 500.0,
+            event_lateness_p99_ms: Some(2.0),
+            event_lateness_max_ms: Some(9.0),
+            lost_seconds: 0.4,
+            prompts_counted: 0.0,
+            prompt_counting_mean_ms: None,
+        };
+        // 0.4 s lost of 10 s is 4% against 1%: a quarter of the scale, halved for room.
+        // 2 ms late at P99 is 40 modelled ms at 20x against 20: 10x, halved for room.
+        let fits = schedule_allows(&sim, 10.0);
+        assert_eq!(fits, vec![2.5, 5.0]);
+        let kept = bench_core::server_metrics::SimSchedule {
+            lost_seconds: 0.05,
+            event_lateness_p99_ms: Some(0.5),
+            ..sim.clone()
+        };
+        assert!(schedule_allows(&kept, 10.0).is_empty());
+        assert!(bench_core::judge::sim_schedule(&kept, 10.0).is_empty());
+        assert_eq!(
+            bench_core::judge::sim_schedule(&sim, 10.0).len(),
+            fits.len()
+        );
+    }
+
+    #[test]
+    fn the_turnaround_stays_within_half_the_shortest_step() {
+        // A 24 ms step and 0.4 ms of turnaround: 24 / (2 * 0.4) = 30x, capped at 20.
+        assert_eq!(turnaround_allows(24.0, 0.4, 20.0), 20.0);
+        assert_eq!(turnaround_allows(24.0, 1.5, 20.0), 8.0);
+        assert_eq!(turnaround_allows(24.0, 0.0, 20.0), 20.0);
+        assert_eq!(turnaround_allows(24.0, 50.0, 20.0), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_cell_paces_by_the_median_ttft_its_input_length_reached_at_a_lower_concurrency() {
+        let config =
+            SimConfig::preset("m", "minimax-m2-tp4").expect("the demo's preset is a preset");
+        let timing = config.timing.clone();
+        let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("the simulator starts");
+        let sim = Simulated {
+            handle,
+            timing,
+            max_scale: 20.0,
+            retry_scale: Mutex::new(None),
+            measured: Mutex::new(Measured {
+                overhead_ms: 0.5,
+                turnaround_ms: 0.0,
+            }),
+            medians: Mutex::new(Vec::new()),
+            _tokenizer_dir: None,
+        };
+        let cell = |input_len, concurrency| Cell {
+            input_len,
+            output_len: 128,
+            concurrency,
+            num_prompts: 10 * concurrency,
+            num_warmups: 2 * concurrency,
+            run: 1,
+        };
+        let lone = sim.timing.lone_ttft(819).as_secs_f64() * 1e3;
+        let alone = scale_for(lone, 0.5, 20.0);
+        assert_eq!(sim.pace(&cell(1024, 4), 0.2), alone, "nothing measured yet");
+        sim.medians.lock().expect("not poisoned").extend([
+            (1024, 1, 2.0 * lone),
+            (1024, 4, 6.0 * lone),
+            (4096, 4, 60.0 * lone),
+        ]);
+        // The largest concurrency below the cell's, at its own input length.
+        assert_eq!(
+            sim.pace(&cell(1024, 16), 0.2),
+            scale_for(6.0 * lone, 0.5, 20.0)
+        );
+        assert_eq!(
+            sim.pace(&cell(1024, 4), 0.2),
+            scale_for(2.0 * lone, 0.5, 20.0)
+        );
+        assert_eq!(sim.pace(&cell(1024, 1), 0.2), alone);
+        assert_eq!(sim.handle.time_scale(), alone);
+        // A measured median below the lone TTFT does not slow the cell down.
+        sim.medians
+            .lock()
+            .expect("not poisoned")
+            .push((1024, 2, 0.5 * lone));
+        assert_eq!(sim.pace(&cell(1024, 4), 0.2), alone);
+        // The closed loop's turnaround caps the scale: half the shortest step.
+        let step = sim.shortest_step_ms();
+        sim.measured.lock().expect("not poisoned").turnaround_ms = step / 6.0;
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        // A rerun's scale holds for the next cell only.
+        *sim.retry_scale.lock().expect("not poisoned") = Some(1.5);
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 1.5);
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        sim.stop().await;
     }
 }
