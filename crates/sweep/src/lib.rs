@@ -134,9 +134,11 @@ pub async fn run_until(args: SweepArgs, stop: Stop) -> anyhow::Result<SweepOutco
         let note = sim.note();
         sim.stop().await;
         if !session.stop.is_cancelled() {
-            draw_demo_charts(&session.plan.results_dir);
+            draw_demo_charts(&session.plan.results_dir, &session.plan.name);
         }
-        eprintln!("{note}");
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
     }
     Ok(SweepOutcome {
         rows,
@@ -327,11 +329,11 @@ impl CellsBar {
 }
 
 /// `--simulate` ends with every chart of the results, so a first run shows what a user gets.
-fn draw_demo_charts(results_dir: &Path) {
+fn draw_demo_charts(results_dir: &Path, name: &str) {
     let options = plot::Options {
         results_dir: results_dir.to_path_buf(),
-        glob: "sim_tp*_isl*_osl*_conc*.json".into(),
-        output: Some(results_dir.join("charts").join("sim.png")),
+        glob: format!("{}_tp*_isl*_osl*_conc*.json", glob::Pattern::escape(name)),
+        output: Some(results_dir.join("charts").join(format!("{name}.png"))),
         kind: plot::Kind::All,
         width: 1400,
         height: 560,

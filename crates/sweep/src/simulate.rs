@@ -72,12 +72,15 @@ struct Measured {
 }
 
 impl Simulated {
-    pub fn note(&self) -> String {
-        "note: these results come from the built-in simulator running faster than real time \
-         (sim_time_scale in each file): their latencies are that many times shorter and their \
-         throughputs that many times higher than the modelled deployment's; the charts show \
-         modelled time"
-            .into()
+    /// What a reader of the result files must know, when the simulator ran faster than real
+    /// time.
+    pub fn note(&self) -> Option<&'static str> {
+        (self.max_scale > 1.0).then_some(
+            "note: these results come from the built-in simulator running faster than real time \
+             (sim_time_scale in each file): their latencies are that many times shorter and \
+             their throughputs that many times higher than the modelled deployment's; the charts \
+             show modelled time",
+        )
     }
 
     /// Measures the per-request cost the time scale would magnify: 16 requests one at a time

@@ -238,6 +238,52 @@ fn a_simulator_that_cannot_keep_its_schedule_is_flagged_in_every_cell() {
     sims.stop(sim);
 }
 
+/// `sweep --simulate`, the demo, on a small matrix: it measures what the machine adds, paces
+/// each cell within the scale allowed, records the scale in every file, draws the charts, and
+/// tells the reader that the files are in scaled time, except when they are not.
+#[test]
+fn the_demo_paces_each_cell_records_its_scale_and_draws_modelled_time() {
+    for max in [6.0, 1.0] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = sweep(
+            dir.path(),
+            &["--simulate", "--sim-time-scale", &max.to_string()],
+        )
+        .assert()
+        .success();
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            stderr.contains("the client and this machine add") && stderr.contains("(at most"),
+            "{stderr}"
+        );
+        let names = cell_files(dir.path());
+        assert_eq!(names.len(), 4, "{stderr}");
+        for name in &names {
+            let cell: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join(name)).expect("cell"))
+                    .expect("json");
+            let scale = cell["sim_time_scale"].as_f64().expect("scale recorded");
+            assert!(
+                (1.0..=max).contains(&scale),
+                "{name}: {scale}x, at most {max}x"
+            );
+            assert!(cell["sim_kept_schedule"].is_boolean(), "{name}");
+        }
+        let paced = stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("simulator at "))
+            .count();
+        let reruns = stderr.matches("running this cell again at").count();
+        assert_eq!(paced, 4 + reruns, "{stderr}");
+        for chart in ["throughput", "latency", "sla", "pareto"] {
+            let png = dir.path().join("charts").join(format!("t_{chart}.png"));
+            assert!(png.is_file(), "{} missing: {stderr}", png.display());
+        }
+        let noted = stderr.contains("running faster than real time");
+        assert_eq!(noted, max > 1.0, "{stderr}");
+    }
+}
+
 #[test]
 fn a_server_info_file_that_appears_late_is_waited_for() {
     use std::io::BufRead;
