@@ -693,6 +693,20 @@ mod tests {
         );
     }
 
+    /// A demo whose busy machine ran one cell in real time draws that cell with the others.
+    #[test]
+    fn simulator_runs_at_any_scale_are_one_configuration() {
+        let mut real_time = run("sim", Some(true));
+        real_time.sim_time_scale = Some(1.0);
+        real_time.conc = 16;
+        let groups = configurations(vec![run("sim", Some(true)), real_time]);
+        let labels: Vec<(&str, usize)> = groups
+            .iter()
+            .map(|(c, r)| (c.label.as_str(), r.len()))
+            .collect();
+        assert_eq!(labels, [("sim, OSL 128, simulated", 2)]);
+    }
+
     #[test]
     fn runs_of_one_name_that_served_other_models_are_told_apart() {
         let mut other = run("sweep", None);

@@ -134,10 +134,9 @@ pub fn read(path: &Path) -> Result<Run, String> {
     })
 }
 
-/// The simulator's speed-up, when the run was sped up.
+/// The simulator's speed-up (1 when it ran in real time), when the run was against it.
 fn sim_time_scale(file: &ResultFile) -> Option<f64> {
-    file.sim_time_scale
-        .filter(|s| s.is_finite() && *s > 0.0 && *s != 1.0)
+    file.sim_time_scale.filter(|s| s.is_finite() && *s > 0.0)
 }
 
 impl Run {
@@ -261,5 +260,18 @@ mod tests {
             (Some(100.0), Some(30.0))
         );
         assert_eq!(r.sim_time_scale, Some(20.0));
+    }
+
+    /// A simulator run in real time is still the simulator's: a demo cell that fell back to 1x
+    /// belongs with the cells that ran faster.
+    #[test]
+    fn a_simulator_run_in_real_time_is_the_simulators_with_its_figures_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("sim_tp4_isl1024_osl128_conc4.json");
+        std::fs::write(&p, r#"{"input_throughput": 2000, "output_throughput": 400, "median_ttft_ms": 5, "median_tpot_ms": 1.5, "sim_time_scale": 1}"#).expect("write");
+        let r = read(&p).expect("readable");
+        assert_eq!(r.sim_time_scale, Some(1.0));
+        assert_eq!((r.input_throughput, r.output_throughput), (2000.0, 400.0));
+        assert_eq!((r.median_ttft_ms, r.median_tpot_ms), (Some(5.0), Some(1.5)));
     }
 }
