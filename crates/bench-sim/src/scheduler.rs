@@ -205,38 +205,44 @@ impl Scheduler {
         plan
     }
 
-    /// Emits the step's tokens, all due at `step_end`, and retires finished sequences.
+    /// Emits the step's tokens, all due at `step_end`, and retires finished sequences. The
+    /// counters move first: a client that has a request's last token and then reads `/metrics`
+    /// finds that token counted, however late this thread runs after the hand-over.
     pub(crate) fn finish_step(&mut self, plan: &Plan, step_end: Instant) {
-        let mut emitted = 0;
         // Decode tokens for sequences that were past prefill when the step began.
         let prefilling: Vec<bool> = self
             .running
             .iter()
             .map(|s| s.prefilled < s.prompt)
             .collect();
+        let decoded = prefilling.iter().filter(|p| !**p).count() as u64;
+        let prefilled: u64 = plan.prefill.iter().map(|&(_, chunk)| chunk).sum();
+        let first_tokens = plan
+            .prefill
+            .iter()
+            .filter(|&&(i, chunk)| self.running[i].prefilled + chunk >= self.running[i].prompt)
+            .count() as u64;
+        self.stats
+            .prompt_tokens_total
+            .fetch_add(prefilled, Ordering::Relaxed);
+        self.stats
+            .generation_tokens_total
+            .fetch_add(decoded + first_tokens, Ordering::Relaxed);
         for (s, _) in self
             .running
             .iter_mut()
             .zip(&prefilling)
             .filter(|(_, p)| !**p)
         {
-            emitted += 1;
             s.emit(step_end);
         }
         for &(i, chunk) in &plan.prefill {
             let s = &mut self.running[i];
             s.prefilled += chunk;
-            self.stats
-                .prompt_tokens_total
-                .fetch_add(chunk, Ordering::Relaxed);
             if s.prefilled >= s.prompt {
-                emitted += 1;
                 s.emit(step_end);
             }
         }
-        self.stats
-            .generation_tokens_total
-            .fetch_add(emitted, Ordering::Relaxed);
         let mut freed = 0;
         self.running.retain(|s| {
             let done = s.generated >= s.limit;
