@@ -76,7 +76,8 @@ pub struct SweepArgs {
     #[arg(long, default_value = "minimax-m2-tp4")]
     pub sim_preset: String,
 
-    /// With --simulate: run the simulated schedule this many times faster than real time.
+    /// With --simulate: the fastest the simulated schedule may run, in multiples of real time;
+    /// each cell runs as fast as this machine keeps the model's figures, up to this.
     #[arg(long, default_value_t = 20.0)]
     pub sim_time_scale: f64,
 
