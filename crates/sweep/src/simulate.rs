@@ -18,8 +18,9 @@
 //! cell in which the simulator still fell behind its schedule, in which the client's
 //! turnaround was too slow for the scale, or whose own per-request cost took twice its share of
 //! the cell's median TTFT, is run again once at the scale its measurements allow
-//! ([`Simulated::slow_down_if_late`]); later cells pace themselves by the largest costs
-//! measured. Prompts are announced before they are sent, so the
+//! ([`Simulated::slow_down_if_late`]); later cells pace themselves by the largest per-request
+//! cost measured and by the latest turnaround (a P99, which one noisy spell of the machine
+//! would otherwise hold down for the rest of the sweep). Prompts are announced before they are sent, so the
 //! simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the request waits.
 
 use crate::cell::Cell;
@@ -55,20 +56,32 @@ pub struct Simulated {
     max_scale: f64,
     /// The scale for a cell run again because it fell behind.
     retry_scale: Mutex<Option<f64>>,
-    /// What the machine was measured to take, the largest of each so far.
+    /// What the machine was measured to take (see [`Measured`]).
     measured: Mutex<Measured>,
     /// The modelled median TTFT of each finished cell, by input length and concurrency.
     medians: Mutex<Vec<(u64, u64, f64)>>,
     _tokenizer_dir: Option<tempfile::TempDir>,
 }
 
-/// What the machine adds that a time scale magnifies (wall ms), the largest measured.
+/// What the machine adds that a time scale magnifies (wall ms).
 #[derive(Debug, Default, Clone, Copy)]
 struct Measured {
-    /// The per-request cost that does not scale: the client's TTFT minus the simulator's.
+    /// The per-request cost that does not scale, the client's mean TTFT minus the simulator's:
+    /// the largest measured (a mean, steady from run to run; it sets the figures' accuracy).
     overhead_ms: f64,
-    /// The client's turnaround plus the simulator's event lateness (P99s) in a closed loop.
+    /// The client's turnaround plus the simulator's event lateness (P99s) in a closed loop: the
+    /// latest measured (a tail, which follows the machine's load as it comes and goes).
     turnaround_ms: f64,
+}
+
+impl Measured {
+    /// Takes in one run's measures: the largest per-request cost, the latest turnaround.
+    fn update(&mut self, overhead_ms: Option<f64>, turnaround_ms: Option<f64>) {
+        self.overhead_ms = self.overhead_ms.max(overhead_ms.unwrap_or(0.0));
+        if let Some(t) = turnaround_ms {
+            self.turnaround_ms = t;
+        }
+    }
 }
 
 impl Simulated {
@@ -125,14 +138,11 @@ impl Simulated {
         Ok(())
     }
 
-    /// Keeps the largest per-request cost and turnaround measured so far, from a run against
-    /// the simulator.
+    /// Keeps the largest per-request cost and the latest turnaround measured, from a run
+    /// against the simulator.
     fn learn(&self, report: &bench_core::RunReport) {
-        let overhead = overhead_of(report);
-        let turnaround = turnaround_of(report);
         if let Ok(mut m) = self.measured.lock() {
-            m.overhead_ms = m.overhead_ms.max(overhead.unwrap_or(0.0));
-            m.turnaround_ms = m.turnaround_ms.max(turnaround.unwrap_or(0.0));
+            m.update(overhead_of(report), turnaround_of(report));
         }
     }
 
@@ -195,9 +205,9 @@ impl Simulated {
     /// `bench_core::judge`), the closed loop turned around too slowly for the scale
     /// (`Simulated::turnaround_too_slow`), or the machine's per-request cost was larger than the
     /// scale was chosen for (`overhead_too_large`), says so and has the cell run again at the
-    /// scale what was measured allows (`retry_scale`; later cells keep their own pace, from the
-    /// largest costs measured: a machine's rare stall costs a share of a cell that a slower run
-    /// makes smaller); `None` when it kept up, or when it already ran in real time (the result
+    /// scale what was measured allows (`retry_scale`; later cells keep their own pace, from what
+    /// was measured: a machine's rare stall costs a share of a cell that a slower run makes
+    /// smaller); `None` when it kept up, or when it already ran in real time (the result
     /// then carries the warning). A cell that kept up records its median TTFT, which paces the
     /// cells after it at the same input length.
     pub fn slow_down_if_late(&self, cell: &Cell, report: &bench_core::RunReport) -> Option<String> {
@@ -612,5 +622,20 @@ mod tests {
         assert_eq!(sim.pace(&cell(1024, 16), 0.2), 1.5);
         assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
         sim.stop().await;
+    }
+
+    #[test]
+    fn the_largest_per_request_cost_and_the_latest_turnaround_pace_the_next_cell() {
+        let mut m = Measured::default();
+        m.update(Some(0.3), Some(0.7));
+        // A noisy spell: both grow.
+        m.update(Some(0.5), Some(8.2));
+        assert_eq!((m.overhead_ms, m.turnaround_ms), (0.5, 8.2));
+        // It passed: the turnaround follows the machine, the cost stays the largest.
+        m.update(Some(0.35), Some(0.9));
+        assert_eq!((m.overhead_ms, m.turnaround_ms), (0.5, 0.9));
+        // A run without a closed loop to measure leaves the turnaround as it was.
+        m.update(None, None);
+        assert_eq!((m.overhead_ms, m.turnaround_ms), (0.5, 0.9));
     }
 }
