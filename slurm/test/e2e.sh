@@ -57,8 +57,10 @@ for _ in $(seq 1 120); do
 done
 [[ -s $mn_info ]] || { cat "$tmp/multinode.log" >&2; fail "the multi-node server was never published"; }
 grep -q "worker 1 up" "$tmp/multinode.log" || fail "the worker node's command did not run: $(cat "$tmp/multinode.log")"
-# As scancel would: TERM to the serve script itself.
-pkill -TERM -f "bash $repo/slurm/serve.sbatch" || fail "no serve script to stop"
+# As scancel would: TERM to the serve script itself (`bash` or its full path first, as srun
+# starts it), not to the srun that started it, whose command line names the script too: an srun
+# that is signalled ends before its task has cleaned up, and the check below would race that.
+pkill -TERM -f "^[^ ]*bash $repo/slurm/serve.sbatch" || fail "no serve script to stop"
 wait "$mn_pid" 2>/dev/null || true
 [[ ! -e $mn_info ]] || fail "the multi-node server's file outlived it"
 # srun passes the stop on to the worker's step; Slurm kills what is left after KillWait (5 s).
