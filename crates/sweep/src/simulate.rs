@@ -217,15 +217,12 @@ impl Simulated {
         let scale = self.handle.time_scale();
         // The cell's own median TTFT, modelled.
         let ttft_ms = report.metrics.ttft_ms.median * scale;
-        let mut late = bench_core::judge::sim_schedule(sim, report.metrics.duration.as_secs_f64());
-        let mut fits = schedule_allows(sim, report.metrics.duration.as_secs_f64());
-        if let Some(why) = self.turnaround_too_slow(report, sim) {
+        let duration_s = report.metrics.duration.as_secs_f64();
+        let mut late = bench_core::judge::sim_schedule(sim, duration_s);
+        let mut fits = schedule_allows(sim, duration_s);
+        if let Some((why, fit)) = self.turnaround_too_slow(report, sim) {
             late.push(why);
-            fits.push(turnaround_allows(
-                self.shortest_step_ms(),
-                turnaround_of(report).unwrap_or(0.0),
-                self.max_scale,
-            ));
+            fits.push(fit);
         }
         let too_large =
             overhead_of(report).and_then(|m| overhead_too_large(m, scale, ttft_ms, self.max_scale));
@@ -252,23 +249,29 @@ impl Simulated {
     /// before the step after next begins, as it does in real time, or it joins a later step and
     /// the schedule is the machine's: the client's turnaround plus the simulator's event
     /// lateness (their P99s, wall time) must stay under the engine's shortest step at this
-    /// scale.
+    /// scale. When not, why, and the scale at which it would have ([`turnaround_allows`]).
     fn turnaround_too_slow(
         &self,
         report: &bench_core::RunReport,
         sim: &bench_core::server_metrics::SimSchedule,
-    ) -> Option<String> {
+    ) -> Option<(String, f64)> {
         let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
         let lateness = sim.event_lateness_p99_ms.unwrap_or(0.0);
-        let step_ms = self.shortest_step_ms() / sim.time_scale;
-        let budget = step_ms;
+        let budget = self.shortest_step_ms() / sim.time_scale;
         (turnaround + lateness > budget).then(|| {
-            format!(
-                "the client sent the next request {turnaround:.2} ms after one ended, and the \
-                 simulator handed tokens over {lateness:.2} ms late (P99s): more than its \
-                 shortest step at {}x ({budget:.2} ms), so requests may join later steps than in \
-                 real time",
-                sim.time_scale
+            (
+                format!(
+                    "the client sent the next request {turnaround:.2} ms after one ended, and \
+                     the simulator handed tokens over {lateness:.2} ms late (P99s): more than \
+                     its shortest step at {}x ({budget:.2} ms), so requests may join later steps \
+                     than in real time",
+                    sim.time_scale
+                ),
+                turnaround_allows(
+                    self.shortest_step_ms(),
+                    turnaround + lateness,
+                    self.max_scale,
+                ),
             )
         })
     }
