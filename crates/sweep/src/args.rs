@@ -122,6 +122,10 @@ pub struct MatrixArgs {
     /// Measured prompts per cell = this x concurrency [default: 10].
     #[arg(long, allow_negative_numbers = true)]
     pub prompts_per_concurrency: Option<i64>,
+    /// Measured prompts per cell at least this many, whatever the concurrency (10 gives every
+    /// cell the completed requests its steady-state figures need) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_prompts: Option<i64>,
     /// Warm-up requests per cell = this x concurrency [default: 2].
     #[arg(long, allow_negative_numbers = true)]
     pub warmups_per_concurrency: Option<i64>,
@@ -130,7 +134,7 @@ pub struct MatrixArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub num_runs: Option<i64>,
     /// TOML file with input_lens, concurrency, output_len, prompts_per_concurrency,
-    /// warmups_per_concurrency and num_runs.
+    /// min_prompts, warmups_per_concurrency and num_runs.
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -142,6 +146,7 @@ struct MatrixFile {
     concurrency: Option<Vec<u64>>,
     output_len: Option<u64>,
     prompts_per_concurrency: Option<u64>,
+    min_prompts: Option<u64>,
     warmups_per_concurrency: Option<u64>,
     num_runs: Option<u64>,
 }
@@ -332,6 +337,7 @@ impl SweepArgs {
                 file.prompts_per_concurrency,
                 10,
             )?,
+            min_prompts: num("--min-prompts", m.min_prompts, file.min_prompts, 1)?,
             warmups_per_concurrency: match m.warmups_per_concurrency {
                 Some(v) => at_least("--warmups-per-concurrency", v, 0)?,
                 None => file.warmups_per_concurrency.unwrap_or(2),
@@ -424,9 +430,10 @@ mod tests {
             (
                 m.output_len,
                 m.prompts_per_concurrency,
+                m.min_prompts,
                 m.warmups_per_concurrency
             ),
-            (128, 10, 2)
+            (128, 10, 1, 2)
         );
         assert_eq!(a.common.random_range_ratio, 0.2);
     }
@@ -450,6 +457,15 @@ mod tests {
             .matrix()
             .expect("matrix");
         assert_eq!(m.concurrency, vec![1, 3]);
+        std::fs::write(&path, "min_prompts = 12\nprompts_per_concurrency = 3\n").expect("write");
+        let m = parse(&["--config", &p]).matrix().expect("matrix");
+        assert_eq!((m.prompts_per_concurrency, m.min_prompts), (3, 12));
+        let m = parse(&["--config", &p, "--min-prompts", "4"])
+            .matrix()
+            .expect("matrix");
+        assert_eq!(m.min_prompts, 4);
+        let err = parse(&["--min-prompts", "0"]).matrix().expect_err("zero");
+        assert!(err.to_string().contains("--min-prompts"), "{err}");
         std::fs::write(&path, "input_len = [1]\n").expect("write");
         let err = parse(&["--config", &p]).matrix().expect_err("unknown key");
         assert!(err.to_string().contains("input_len"), "{err}");

@@ -22,6 +22,8 @@ pub struct Matrix {
     pub concurrency: Vec<u64>,
     pub output_len: u64,
     pub prompts_per_concurrency: u64,
+    /// Measured prompts per cell at least this many (`--min-prompts`).
+    pub min_prompts: u64,
     pub warmups_per_concurrency: u64,
     /// Runs of each cell (`--num-runs`), each with its own prompts.
     pub runs: u32,
@@ -39,7 +41,10 @@ impl Matrix {
                         input_len: isl,
                         output_len: self.output_len,
                         concurrency: c,
-                        num_prompts: self.prompts_per_concurrency.saturating_mul(c),
+                        num_prompts: self
+                            .prompts_per_concurrency
+                            .saturating_mul(c)
+                            .max(self.min_prompts),
                         num_warmups: self.warmups_per_concurrency.saturating_mul(c),
                         run,
                     });
@@ -181,6 +186,7 @@ mod tests {
             concurrency: vec![4, 8],
             output_len: 128,
             prompts_per_concurrency: 10,
+            min_prompts: 1,
             warmups_per_concurrency: 2,
             runs: 1,
         }
@@ -209,6 +215,22 @@ mod tests {
             cells[1].partial_name("mm", 4, 2),
             "mm_tp4_isl1024_osl128_conc8.attempt2.partial.json"
         );
+    }
+
+    #[test]
+    fn a_floor_on_prompts_lifts_only_the_cells_below_it() {
+        let cells = Matrix {
+            concurrency: vec![1, 4, 16],
+            prompts_per_concurrency: 5,
+            min_prompts: 10,
+            ..matrix()
+        }
+        .cells();
+        let prompts: Vec<(u64, u64, u64)> = cells[..3]
+            .iter()
+            .map(|c| (c.concurrency, c.num_prompts, c.num_warmups))
+            .collect();
+        assert_eq!(prompts, [(1, 10, 2), (4, 20, 8), (16, 80, 32)]);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub struct SweepTable {
     pub concurrency: Option<Vec<u64>>,
     pub output_len: Option<u64>,
     pub prompts_per_concurrency: Option<u64>,
+    pub min_prompts: Option<u64>,
     pub warmups_per_concurrency: Option<u64>,
     pub num_runs: Option<u64>,
     /// Client processes that drive every cell together (the sweep job's srun tasks; give
@@ -115,6 +116,7 @@ impl SweepTable {
             prompts_per_concurrency: over
                 .prompts_per_concurrency
                 .or(self.prompts_per_concurrency),
+            min_prompts: over.min_prompts.or(self.min_prompts),
             warmups_per_concurrency: over
                 .warmups_per_concurrency
                 .or(self.warmups_per_concurrency),
@@ -145,6 +147,7 @@ impl SweepTable {
             "--prompts-per-concurrency",
             self.prompts_per_concurrency.map(|v| v.to_string()),
         );
+        add("--min-prompts", self.min_prompts.map(|v| v.to_string()));
         add(
             "--warmups-per-concurrency",
             self.warmups_per_concurrency.map(|v| v.to_string()),
@@ -397,6 +400,7 @@ mod tests {
         input_lens = [64]
         concurrency = [1, 2]
         output_len = 8
+        min_prompts = 10
         [[config]]
         name = "tp4"
         model = "m"
@@ -407,7 +411,7 @@ mod tests {
         tp = 4
         dp = 2
         expert_parallel = true
-        sweep = { concurrency = [8], args = ["--seed", "3"] }
+        sweep = { concurrency = [8], min_prompts = 12, args = ["--seed", "3"] }
     "#;
 
     #[test]
@@ -425,6 +429,8 @@ mod tests {
                 "8",
                 "--output-len",
                 "8",
+                "--min-prompts",
+                "12",
                 "--seed",
                 "3"
             ]
@@ -432,6 +438,10 @@ mod tests {
         assert_eq!(
             file.sweep.overridden_by(&file.configs[0].sweep).concurrency,
             Some(vec![1, 2])
+        );
+        assert_eq!(
+            file.sweep.overridden_by(&file.configs[0].sweep).min_prompts,
+            Some(10)
         );
     }
 
