@@ -68,7 +68,9 @@ pub struct SweepArgs {
     #[arg(long, value_enum, default_value_t = ExistingPolicy::Aside)]
     pub existing: ExistingPolicy,
 
-    /// Start the built-in engine simulator and sweep it (a demo; smaller default matrix).
+    /// Start the built-in engine simulator and sweep it: a demo, whose default matrix is input
+    /// lengths 1024,4096,8192 x concurrency 1,4,16, 5 prompts per concurrency (at least 10 per
+    /// cell) and 1 warm-up per concurrency.
     #[arg(long)]
     pub simulate: bool,
 

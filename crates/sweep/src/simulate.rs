@@ -39,6 +39,10 @@ const TOKENIZER_GZ: &[u8] =
 /// The demo's prompt seed, unless `--seed` gives another.
 const DEMO_SEED: u64 = 0;
 
+/// The demo's measured prompts per cell and concurrency, unless `--prompts-per-concurrency`
+/// gives another.
+const DEMO_PROMPTS_PER_CONCURRENCY: i64 = 5;
+
 /// The share of a cell's shortest modelled TTFT that the machine's unscaled per-request cost
 /// may take once multiplied by the time scale.
 pub const OVERHEAD_SHARE: f64 = 0.015;
@@ -464,6 +468,15 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     if m.config.is_none() {
         m.input_lens.get_or_insert_with(|| "1024,4096,8192".into());
         m.concurrency.get_or_insert_with(|| "1,4,16".into());
+        // The simulator's requests of one cell are alike (lengths drawn from one range, no
+        // prefix cache, no graphs to capture), so half a sweep's prompts give the same curves
+        // as long as every cell keeps the 10 its steady state needs, and one warm-up request
+        // per stream opens its connection: 320 s of modelled time instead of 535.
+        m.prompts_per_concurrency
+            .get_or_insert(DEMO_PROMPTS_PER_CONCURRENCY);
+        m.min_prompts
+            .get_or_insert(bench_core::steady::MIN_REQUESTS as i64);
+        m.warmups_per_concurrency.get_or_insert(1);
     }
     if args.name.is_none() {
         args.name = Some("sim".into());

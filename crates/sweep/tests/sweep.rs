@@ -284,6 +284,79 @@ fn the_demo_paces_each_cell_records_its_scale_and_draws_modelled_time() {
     }
 }
 
+/// The demo's cells, as `--dry-run` lists them: (input length, concurrency, prompts, warm-ups).
+fn demo_cells(dir: &Path, extra: &[&str]) -> Vec<(u64, u64, u64, u64)> {
+    let out = Command::cargo_bin("sweep")
+        .expect("sweep is built")
+        .args(["--simulate", "--dry-run", "--results-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("SERVER_INFO_FILE")
+        .env_remove("RESULTS_DIR")
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    stdout
+        .lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |key: &str| -> u64 {
+                let at = words.iter().position(|w| *w == key).expect(key);
+                words[at + 1].parse().expect("a number")
+            };
+            (
+                after("isl"),
+                after("conc"),
+                after("prompts"),
+                after("warm-up"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_measures_five_prompts_per_stream_and_ten_at_least_unless_told_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cells = demo_cells(dir.path(), &[]);
+    assert_eq!(cells.len(), 9, "{cells:?}");
+    for (isl, conc, prompts, warmups) in &cells {
+        assert!([1024, 4096, 8192].contains(isl), "{cells:?}");
+        assert!([1, 4, 16].contains(conc), "{cells:?}");
+        assert_eq!(
+            (*prompts, *warmups),
+            ((5 * conc).max(10), *conc),
+            "{cells:?}"
+        );
+    }
+    let told = demo_cells(
+        dir.path(),
+        &[
+            "--prompts-per-concurrency",
+            "10",
+            "--min-prompts",
+            "1",
+            "--warmups-per-concurrency",
+            "2",
+        ],
+    );
+    assert_eq!(told.len(), 9, "{told:?}");
+    for (_, conc, prompts, warmups) in &told {
+        assert_eq!((*prompts, *warmups), (10 * conc, 2 * conc), "{told:?}");
+    }
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        written.is_empty(),
+        "a dry run measures nothing: {written:?}"
+    );
+}
+
 #[test]
 fn a_server_info_file_that_appears_late_is_waited_for() {
     use std::io::BufRead;
