@@ -11,7 +11,7 @@
 //! ```
 //!
 //! SCALES defaults to `20`. `--reference DIR` reuses a 1x run's result folder instead of
-//! running one (it takes ~10 minutes). Each run's folder is printed, to open its charts.
+//! running one (it takes ~5.5 minutes). Each run's folder is printed, to open its charts.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
