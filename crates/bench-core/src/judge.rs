@@ -196,7 +196,7 @@ pub fn server(config: &RunConfig, server: &ServerSection, m: &RunMetrics) -> Vec
         }
     }
     if let Some(sim) = &view.sim {
-        w.extend(sim_schedule(sim, m.duration.as_secs_f64()));
+        w.extend(sim_schedule(sim, m.duration.as_secs_f64()).map(|miss| miss.to_string()));
     }
     w
 }
@@ -210,30 +210,61 @@ fn mismatch(w: &mut Vec<String>, what: &str, server: f64, client: f64) {
     }
 }
 
-/// Whether the simulator kept its schedule over a phase of `duration_s`, and if not why.
-pub fn sim_schedule(sim: &SimSchedule, duration_s: f64) -> Vec<String> {
-    let mut w = Vec::new();
-    let lost = sim_lost_share(sim, duration_s);
-    if lost > SIM_LOST_SHARE {
-        w.push(format!(
-            "the simulator fell behind its schedule: {:.1}% of the run's modelled time was lost \
-             to {:.0} late steps, so its figures are slower than its preset's (a busy machine, or \
-             a time scale it cannot keep: lower --sim-time-scale)",
-            lost * 100.0,
-            sim.late_steps
-        ));
-    }
-    if let Some(p99) = sim.event_lateness_p99_ms {
-        let modelled = p99 * sim.time_scale;
-        if modelled > SIM_EVENT_P99_MODELLED_MS {
-            w.push(format!(
-                "the simulator handed token events over {p99:.2} ms late at P99 ({modelled:.0} ms \
-                 of modelled time at {}x): token timings are the machine's as much as the model's",
-                sim.time_scale
-            ));
+/// A bound the simulator's schedule missed over a phase, with what was measured against it;
+/// `Display` says it to the user.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScheduleMiss {
+    /// Late steps lost `share` of the phase's time, more than [`SIM_LOST_SHARE`].
+    TimeLost {
+        share: f64,
+        late_steps: f64,
+        time_scale: f64,
+    },
+    /// Token events were handed over `p99_ms` late at P99 (wall), more than
+    /// [`SIM_EVENT_P99_MODELLED_MS`] once multiplied by `time_scale`.
+    EventsLate { p99_ms: f64, time_scale: f64 },
+}
+
+impl std::fmt::Display for ScheduleMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::TimeLost {
+                share, late_steps, ..
+            } => write!(
+                f,
+                "the simulator fell behind its schedule: {:.1}% of the run's modelled time was \
+                 lost to {late_steps:.0} late steps, so its figures are slower than its preset's \
+                 (a busy machine, or a time scale it cannot keep: lower --sim-time-scale)",
+                share * 100.0
+            ),
+            Self::EventsLate { p99_ms, time_scale } => write!(
+                f,
+                "the simulator handed token events over {p99_ms:.2} ms late at P99 ({:.0} ms of \
+                 modelled time at {time_scale}x): token timings are the machine's as much as the \
+                 model's",
+                p99_ms * time_scale
+            ),
         }
     }
-    w
+}
+
+/// The bounds the simulator's schedule missed over a phase of `duration_s`: none when it kept
+/// it.
+pub fn sim_schedule(sim: &SimSchedule, duration_s: f64) -> impl Iterator<Item = ScheduleMiss> {
+    let share = sim_lost_share(sim, duration_s);
+    let lost = (share > SIM_LOST_SHARE).then_some(ScheduleMiss::TimeLost {
+        share,
+        late_steps: sim.late_steps,
+        time_scale: sim.time_scale,
+    });
+    let late = sim
+        .event_lateness_p99_ms
+        .filter(|p99| p99 * sim.time_scale > SIM_EVENT_P99_MODELLED_MS)
+        .map(|p99_ms| ScheduleMiss::EventsLate {
+            p99_ms,
+            time_scale: sim.time_scale,
+        });
+    lost.into_iter().chain(late)
 }
 
 /// The share of `duration_s` the simulator lost to late steps.
@@ -298,4 +329,45 @@ fn is_too_long(message: &str) -> bool {
         || m.contains("input tokens")
         || m.contains("too long")
         || m.contains("max_model_len")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_misses_each_bound_it_passes_and_says_by_how_much() {
+        let missed = SimSchedule {
+            time_scale: 20.0,
+            late_steps: 40.0,
+            lost_seconds: 0.4,
+            event_lateness_p99_ms: Some(2.0),
+            ..SimSchedule::default()
+        };
+        let misses: Vec<ScheduleMiss> = sim_schedule(&missed, 10.0).collect();
+        assert_eq!(
+            misses,
+            [
+                ScheduleMiss::TimeLost {
+                    share: 0.04,
+                    late_steps: 40.0,
+                    time_scale: 20.0
+                },
+                ScheduleMiss::EventsLate {
+                    p99_ms: 2.0,
+                    time_scale: 20.0
+                }
+            ]
+        );
+        let said: Vec<String> = misses.iter().map(ToString::to_string).collect();
+        assert!(said[0].contains("4.0% of the run's modelled time was lost to 40 late steps"));
+        assert!(said[1].contains("2.00 ms late at P99 (40 ms of modelled time at 20x)"));
+        // Just inside both bounds: 1% of the time lost, 20 modelled ms at P99.
+        let kept = SimSchedule {
+            lost_seconds: 0.1,
+            event_lateness_p99_ms: Some(1.0),
+            ..missed
+        };
+        assert_eq!(sim_schedule(&kept, 10.0).count(), 0);
+    }
 }

@@ -153,7 +153,7 @@ fn sim_keys(f: &mut ResultFile, r: &RunReport) {
     f.sim_event_lateness_p99_ms = sim.event_lateness_p99_ms;
     f.sim_event_lateness_max_ms = sim.event_lateness_max_ms;
     f.sim_time_lost_share = Some(crate::judge::sim_lost_share(sim, duration));
-    f.sim_kept_schedule = Some(crate::judge::sim_schedule(sim, duration).is_empty());
+    f.sim_kept_schedule = Some(crate::judge::sim_schedule(sim, duration).next().is_none());
 }
 
 /// `--metadata` pairs also at top level, as the Python script wrote them, unless a key of the

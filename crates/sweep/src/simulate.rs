@@ -26,6 +26,7 @@
 use crate::cell::Cell;
 use crate::SweepArgs;
 use anyhow::Context;
+use bench_core::judge::ScheduleMiss;
 use bench_core::RunConfig;
 use bench_sim::timing::Timing;
 use bench_sim::{SimConfig, SimHandle, Simulator};
@@ -222,8 +223,9 @@ impl Simulated {
         // The cell's own median TTFT, modelled.
         let ttft_ms = report.metrics.ttft_ms.median * scale;
         let duration_s = report.metrics.duration.as_secs_f64();
-        let mut late = bench_core::judge::sim_schedule(sim, duration_s);
-        let mut fits = schedule_allows(sim, duration_s);
+        let misses: Vec<_> = bench_core::judge::sim_schedule(sim, duration_s).collect();
+        let mut late: Vec<String> = misses.iter().map(ToString::to_string).collect();
+        let mut fits: Vec<f64> = misses.iter().map(scale_that_meets).collect();
         if let Some((why, fit)) = self.turnaround_too_slow(report, sim) {
             late.push(why);
             fits.push(fit);
@@ -318,23 +320,17 @@ fn turnaround_allows(step_ms: f64, turnaround_ms: f64, max: f64) -> f64 {
     }
 }
 
-/// The scales at which the schedule `sim` kept over a run of `duration_s` would have met
-/// `bench_core::judge`'s bounds, for each bound it missed, with room to spare (half of each):
-/// time lost to late steps shrinks in share as the scale falls, and event lateness in wall
-/// time is the machine's, so it shrinks in modelled time.
-fn schedule_allows(sim: &bench_core::server_metrics::SimSchedule, duration_s: f64) -> Vec<f64> {
-    use bench_core::judge::{sim_lost_share, SIM_EVENT_P99_MODELLED_MS, SIM_LOST_SHARE};
-    let mut fits = Vec::new();
-    let lost = sim_lost_share(sim, duration_s);
-    if lost > SIM_LOST_SHARE {
-        fits.push(sim.time_scale * SIM_LOST_SHARE / lost / 2.0);
+/// The scale at which a run would have met the bound it missed (`miss`), with room to spare
+/// (half of it): time lost to late steps shrinks in share as the scale falls, and event
+/// lateness in wall time is the machine's, so it shrinks in modelled time.
+fn scale_that_meets(miss: &ScheduleMiss) -> f64 {
+    use bench_core::judge::{SIM_EVENT_P99_MODELLED_MS, SIM_LOST_SHARE};
+    match *miss {
+        ScheduleMiss::TimeLost {
+            share, time_scale, ..
+        } => time_scale * SIM_LOST_SHARE / share / 2.0,
+        ScheduleMiss::EventsLate { p99_ms, .. } => SIM_EVENT_P99_MODELLED_MS / p99_ms / 2.0,
     }
-    if let Some(p99) = sim.event_lateness_p99_ms.filter(|p| *p > 0.0) {
-        if p99 * sim.time_scale > SIM_EVENT_P99_MODELLED_MS {
-            fits.push(SIM_EVENT_P99_MODELLED_MS / p99 / 2.0);
-        }
-    }
-    fits
 }
 
 /// The scale to run a late cell again at, after it ran at `scale`: where only its per-request
@@ -552,19 +548,15 @@ mod tests {
         };
         // 0.4 s lost of 10 s is 4% against 1%: a quarter of the scale, halved for room.
         // 2 ms late at P99 is 40 modelled ms at 20x against 20: 10x, halved for room.
-        let fits = schedule_allows(&sim, 10.0);
+        let misses: Vec<ScheduleMiss> = bench_core::judge::sim_schedule(&sim, 10.0).collect();
+        let fits: Vec<f64> = misses.iter().map(scale_that_meets).collect();
         assert_eq!(fits, vec![2.5, 5.0]);
         let kept = bench_core::server_metrics::SimSchedule {
             lost_seconds: 0.05,
             event_lateness_p99_ms: Some(0.5),
             ..sim.clone()
         };
-        assert!(schedule_allows(&kept, 10.0).is_empty());
-        assert!(bench_core::judge::sim_schedule(&kept, 10.0).is_empty());
-        assert_eq!(
-            bench_core::judge::sim_schedule(&sim, 10.0).len(),
-            fits.len()
-        );
+        assert_eq!(bench_core::judge::sim_schedule(&kept, 10.0).count(), 0);
     }
 
     #[test]
