@@ -17,11 +17,13 @@
 //! cell's result records its own scale, and the charts convert each file back with its own. A
 //! cell in which the simulator still fell behind its schedule, in which the client's
 //! turnaround was too slow for the scale, or whose own per-request cost took twice its share of
-//! the cell's median TTFT, is run again once at the scale its measurements allow
-//! ([`Simulated::slow_down_if_late`]); later cells pace themselves by the largest per-request
+//! the cell's median TTFT, is run again at the scale its measurements allow (usually once; a
+//! rerun late again runs again the same way, down to real time:
+//! [`Simulated::slow_down_if_late`]); later cells pace themselves by the largest per-request
 //! cost measured and by the latest turnaround (a P99, which one noisy spell of the machine
-//! would otherwise hold down for the rest of the sweep). Prompts are announced before they are sent, so the
-//! simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the request waits.
+//! would otherwise hold down for the rest of the sweep). Prompts are announced before they are
+//! sent, so the simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the
+//! request waits.
 
 use crate::cell::Cell;
 use crate::SweepArgs;
@@ -261,8 +263,7 @@ impl Simulated {
         report: &bench_core::RunReport,
         sim: &bench_core::server_metrics::SimSchedule,
     ) -> Option<(String, f64)> {
-        let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
-        let lateness = sim.event_lateness_p99_ms.unwrap_or(0.0);
+        let (turnaround, lateness) = turnaround_parts(report)?;
         let budget = self.shortest_step_ms() / sim.time_scale;
         (turnaround + lateness > budget).then(|| {
             (
@@ -295,9 +296,10 @@ fn overhead_of(report: &bench_core::RunReport) -> Option<f64> {
     (measured.is_finite() && report.metrics.completed > 0).then_some(measured)
 }
 
-/// The client's turnaround plus the simulator's event lateness in a run (their P99s, wall ms),
-/// when the run had a closed loop to turn around.
-fn turnaround_of(report: &bench_core::RunReport) -> Option<f64> {
+/// The client's turnaround and the simulator's event lateness in a run (their P99s, wall ms;
+/// the lateness 0 when the server did not report it), when the run had a closed loop to turn
+/// around.
+fn turnaround_parts(report: &bench_core::RunReport) -> Option<(f64, f64)> {
     let turnaround = report.metrics.turnaround_ms.as_ref()?.percentile(99.0)?;
     let lateness = report
         .server
@@ -306,6 +308,13 @@ fn turnaround_of(report: &bench_core::RunReport) -> Option<f64> {
         .and_then(|v| v.sim.as_ref())
         .and_then(|s| s.event_lateness_p99_ms)
         .unwrap_or(0.0);
+    Some((turnaround, lateness))
+}
+
+/// The client's turnaround plus the simulator's event lateness in a run (their P99s, wall ms),
+/// when the run had a closed loop to turn around.
+fn turnaround_of(report: &bench_core::RunReport) -> Option<f64> {
+    let (turnaround, lateness) = turnaround_parts(report)?;
     let sum = turnaround + lateness;
     sum.is_finite().then_some(sum)
 }
