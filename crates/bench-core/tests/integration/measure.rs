@@ -14,7 +14,7 @@
 //! busy machine puts it is not a bound of these tests; `just fidelity` measures that on a quiet
 //! one (docs/performance.md).
 
-use crate::support::{config, fixed_sim, run};
+use crate::support::{config, fixed_sim, run, truth_tpot_ms};
 use bench_core::config::TransportKind;
 use bench_core::RunReport;
 use bench_result::sections::Timestamps;
@@ -150,26 +150,6 @@ fn assert_stamps_hold(label: &str, report: &RunReport, delays: &[EventDelay]) {
             report.client.warnings
         );
     }
-}
-
-/// Mean TPOT the simulator actually gave the completed requests, from its hand-over times.
-fn truth_tpot_ms(report: &RunReport, sim: &SimHandle) -> f64 {
-    let truth: HashMap<String, _> = sim
-        .truth()
-        .into_iter()
-        .filter_map(|t| t.request_id.clone().map(|id| (id, t)))
-        .collect();
-    let tpots: Vec<f64> = report
-        .records
-        .iter()
-        .filter_map(|r| {
-            let sent: Vec<Instant> = truth[&r.request_id].output_sent().collect();
-            let (first, last) = (sent.first()?, sent.last()?);
-            let tokens = r.output_tokens.checked_sub(1).filter(|n| *n > 0)?;
-            Some(ms(*last - *first) / tokens as f64)
-        })
-        .collect();
-    tpots.iter().sum::<f64>() / tpots.len().max(1) as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,3 +65,23 @@ pub async fn run_with(config: &RunConfig, stop: &CancellationToken) -> RunReport
         .await
         .expect("run executes")
 }
+
+/// Mean TPOT the simulator actually gave the completed requests, from its hand-over times.
+pub fn truth_tpot_ms(report: &RunReport, sim: &SimHandle) -> f64 {
+    let truth: std::collections::HashMap<String, _> = sim
+        .truth()
+        .into_iter()
+        .filter_map(|t| t.request_id.clone().map(|id| (id, t)))
+        .collect();
+    let tpots: Vec<f64> = report
+        .records
+        .iter()
+        .filter_map(|r| {
+            let sent: Vec<std::time::Instant> = truth[&r.request_id].output_sent().collect();
+            let (first, last) = (sent.first()?, sent.last()?);
+            let tokens = r.output_tokens.checked_sub(1).filter(|n| *n > 0)?;
+            Some((*last - *first).as_secs_f64() * 1e3 / tokens as f64)
+        })
+        .collect();
+    tpots.iter().sum::<f64>() / tpots.len().max(1) as f64
+}

@@ -3,7 +3,7 @@
 //! A TLS-terminating proxy (tokio-rustls, the certificate in testdata/tls) sits in front of the
 //! simulator, as an ingress would in front of vLLM.
 
-use crate::support::{config, fixed_sim, run, testdata};
+use crate::support::{config, fixed_sim, run, testdata, truth_tpot_ms};
 use bench_core::config::TransportKind;
 use bench_core::transport::{Flow, Transport, TransportError};
 use rustls::pki_types::pem::PemObject;
@@ -149,10 +149,20 @@ async fn a_run_against_a_server_with_a_private_ca() {
     c.num_warmups = 4;
     let report = run(&c).await;
     assert_eq!(report.metrics.completed, 8, "{:?}", report.metrics.failures);
+    // TPOT follows what the simulator did, as measure.rs checks without TLS: within 0.5 ms of
+    // its own hand-overs, plus one gap (5 ms over a request's 9) when events shared a read, which
+    // the relay through the test's TLS proxy does when the machine holds it back.
+    let truth = truth_tpot_ms(&report, &sim);
+    let measured = report.metrics.tpot_ms.mean;
+    let shared = if report.metrics.events_sharing_a_read == 0 {
+        0.0
+    } else {
+        5.0 / 9.0
+    };
     assert!(
-        (report.metrics.tpot_ms.mean - 5.0).abs() < 0.5,
-        "TPOT {}",
-        report.metrics.tpot_ms.mean
+        (measured - truth).abs() < 0.5 + shared,
+        "TPOT {measured:.3} ms against the simulator's {truth:.3} ms ({} events shared a read)",
+        report.metrics.events_sharing_a_read
     );
     if cfg!(target_os = "linux") {
         assert_eq!(
