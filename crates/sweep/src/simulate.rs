@@ -12,16 +12,18 @@
 //! simulator's own, with prompts of the matrix's shortest input length), and runs each cell
 //! ([`Simulated::pace`]) as fast as keeps it under [`OVERHEAD_SHARE`] of the cell's modelled
 //! TTFT, up to `--sim-time-scale`: the lone TTFT of its shortest prompt, or the median a cell
-//! of the same input length measured at a lower concurrency when that is longer. The closed
-//! loop's turnaround, measured too, must stay within half the engine's shortest step. Each
+//! of the same input length measured at a lower concurrency when that is longer. With more
+//! than one stream, the closed loop's turnaround, measured too, must stay within half the
+//! engine's shortest step (a lone stream's next request finds the engine idle, so its
+//! turnaround cannot change the schedule: `joins_a_running_batch`). Each
 //! cell's result records its own scale, and the charts convert each file back with its own. A
 //! cell in which the simulator still fell behind its schedule, in which the client's
 //! turnaround was too slow for the scale, or whose own per-request cost took twice its share of
 //! the cell's median TTFT, is run again at the scale its measurements allow (usually once; a
 //! rerun late again runs again the same way, down to real time:
 //! [`Simulated::slow_down_if_late`]); later cells pace themselves by the largest per-request
-//! cost measured and by the latest turnaround (a P99, which one noisy spell of the machine
-//! would otherwise hold down for the rest of the sweep). Prompts are announced before they are
+//! cost measured and by the latest turnaround of more than one stream (a P99, which one noisy
+//! spell of the machine would otherwise hold down for the rest of the sweep). Prompts are announced before they are
 //! sent, so the simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the
 //! request waits.
 
@@ -153,6 +155,16 @@ impl Simulated {
         }
     }
 
+    /// [`Simulated::learn`] from a cell's run: a lone stream's turnaround is kept out, as it
+    /// did not pace the cell (see [`joins_a_running_batch`]) and its P99 of a few gaps is their
+    /// largest, one stall of the machine's.
+    fn learn_from(&self, cell: &Cell, report: &bench_core::RunReport) {
+        if let Ok(mut m) = self.measured.lock() {
+            let turnaround = turnaround_of(report).filter(|_| joins_a_running_batch(cell));
+            m.update(overhead_of(report), turnaround);
+        }
+    }
+
     fn measured(&self) -> Measured {
         self.measured.lock().map(|m| *m).unwrap_or_default()
     }
@@ -183,12 +195,14 @@ impl Simulated {
         // concurrency is one this cell's reaches (its own check below catches it when not).
         let ttft_ms = self.median_below(cell).map_or(lone_ms, |m| m.max(lone_ms));
         let measured = self.measured();
-        let mut scale =
-            scale_for(ttft_ms, measured.overhead_ms, self.max_scale).min(turnaround_allows(
+        let mut scale = scale_for(ttft_ms, measured.overhead_ms, self.max_scale);
+        if joins_a_running_batch(cell) {
+            scale = scale.min(turnaround_allows(
                 self.shortest_step_ms(),
                 measured.turnaround_ms,
                 self.max_scale,
             ));
+        }
         if let Some(retry) = self.retry_scale.lock().ok().and_then(|mut r| r.take()) {
             scale = scale.min(retry);
         }
@@ -218,7 +232,7 @@ impl Simulated {
     /// then carries the warning). A cell that kept up records its median TTFT, which paces the
     /// cells after it at the same input length.
     pub fn slow_down_if_late(&self, cell: &Cell, report: &bench_core::RunReport) -> Option<String> {
-        self.learn(report);
+        self.learn_from(cell, report);
         let view = report.server.view.as_ref()?;
         let sim = view.sim.as_ref()?;
         let scale = self.handle.time_scale();
@@ -228,7 +242,7 @@ impl Simulated {
         let misses: Vec<_> = bench_core::judge::sim_schedule(sim, duration_s).collect();
         let mut late: Vec<String> = misses.iter().map(ToString::to_string).collect();
         let mut fits: Vec<f64> = misses.iter().map(scale_that_meets).collect();
-        if let Some((why, fit)) = self.turnaround_too_slow(report, sim) {
+        if let Some((why, fit)) = self.turnaround_too_slow(cell, report, sim) {
             late.push(why);
             fits.push(fit);
         }
@@ -257,12 +271,17 @@ impl Simulated {
     /// before the step after next begins, as it does in real time, or it joins a later step and
     /// the schedule is the machine's: the client's turnaround plus the simulator's event
     /// lateness (their P99s, wall time) must stay under the engine's shortest step at this
-    /// scale. When not, why, and the scale at which it would have ([`turnaround_allows`]).
+    /// scale. When not, why, and the scale at which it would have ([`turnaround_allows`]);
+    /// never for a lone stream ([`joins_a_running_batch`]).
     fn turnaround_too_slow(
         &self,
+        cell: &Cell,
         report: &bench_core::RunReport,
         sim: &bench_core::server_metrics::SimSchedule,
     ) -> Option<(String, f64)> {
+        if !joins_a_running_batch(cell) {
+            return None;
+        }
         let (turnaround, lateness) = turnaround_parts(report)?;
         let budget = self.shortest_step_ms() / sim.time_scale;
         (turnaround + lateness > budget).then(|| {
@@ -286,6 +305,15 @@ impl Simulated {
     pub async fn stop(self) {
         self.handle.stop().await;
     }
+}
+
+/// Whether `cell`'s requests join a batch that is running when they arrive, so that the
+/// closed loop's turnaround decides which step they join: not with one stream, whose next
+/// request finds the engine idle and starts its step on arrival (`bench_sim::scheduler`) at any
+/// scale. There the turnaround only adds its gap between requests (a millisecond in seconds of
+/// decoding), so it neither paces nor reruns the cell.
+fn joins_a_running_batch(cell: &Cell) -> bool {
+    cell.concurrency > 1
 }
 
 /// The machine's per-request cost that does not scale, in a run against the simulator (wall
@@ -634,10 +662,89 @@ mod tests {
         let step = sim.shortest_step_ms();
         sim.measured.lock().expect("not poisoned").turnaround_ms = step / 6.0;
         assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        // A lone stream's next request finds the engine idle: its turnaround does not pace it.
+        assert_eq!(sim.pace(&cell(1024, 1), 0.2), alone);
         // A rerun's scale holds for the next cell only.
         *sim.retry_scale.lock().expect("not poisoned") = Some(1.5);
         assert_eq!(sim.pace(&cell(1024, 16), 0.2), 1.5);
         assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_turnaround_reruns_a_cell_of_many_streams_and_never_a_lone_stream() {
+        let config =
+            SimConfig::preset("m", "minimax-m2-tp4").expect("the demo's preset is a preset");
+        let timing = config.timing.clone();
+        let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("the simulator starts");
+        handle.set_time_scale(20.0);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let tok = dir.path().join("tokenizer.json.gz");
+        std::fs::write(&tok, TOKENIZER_GZ).expect("writing the tokenizer");
+        let url = handle.url().parse().expect("the simulator's URL");
+        let mut config = RunConfig::new("m", &tok.display().to_string(), url);
+        config.prompt.input_len = 64;
+        config.output_len = 4;
+        config.num_prompts = 3;
+        config.max_concurrency = std::num::NonZeroUsize::new(1);
+        let tokenizer = bench_core::load_tokenizer(&config)
+            .await
+            .expect("the demo tokenizer loads");
+        let prepared = bench_core::prepare(&config, tokenizer)
+            .await
+            .expect("prompts");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut report = bench_core::execute(
+            &config,
+            &prepared,
+            &stop,
+            bench_core::progress::ProgressMode::Off,
+        )
+        .await
+        .expect("a run");
+        let schedule = report
+            .server
+            .view
+            .as_ref()
+            .and_then(|v| v.sim.clone())
+            .expect("the simulator reports its schedule");
+        // A turnaround of a second is over any step at any scale.
+        report.metrics.turnaround_ms = Some(bench_core::stats::Distribution::from_samples(
+            &[1000.0, 1000.0],
+            &[50.0, 99.0],
+        ));
+        let sim = Simulated {
+            handle,
+            timing,
+            max_scale: 20.0,
+            retry_scale: Mutex::new(None),
+            measured: Mutex::new(Measured::default()),
+            medians: Mutex::new(Vec::new()),
+            _tokenizer_dir: None,
+        };
+        let cell = |concurrency| Cell {
+            input_len: 64,
+            output_len: 4,
+            concurrency,
+            num_prompts: 3,
+            num_warmups: 0,
+            run: 1,
+        };
+        let (why, fits) = sim
+            .turnaround_too_slow(&cell(4), &report, &schedule)
+            .expect("four streams' requests join later steps");
+        assert!(why.contains("1000.00 ms after one ended"), "{why}");
+        assert_eq!(fits, 1.0);
+        assert!(sim
+            .turnaround_too_slow(&cell(1), &report, &schedule)
+            .is_none());
+        // Nor does a lone stream's turnaround pace the cells after it.
+        sim.learn_from(&cell(1), &report);
+        assert!(sim.measured().turnaround_ms < 1000.0);
+        sim.learn_from(&cell(4), &report);
+        assert!(sim.measured().turnaround_ms >= 1000.0);
         sim.stop().await;
     }
 
