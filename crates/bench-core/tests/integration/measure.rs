@@ -114,21 +114,25 @@ fn assert_stamps_hold(label: &str, report: &RunReport, delays: &[EventDelay]) {
     let typical = median(alone.clone());
     eprintln!(
         "{label}: {} events, {} read alone (median delay {typical:.3} ms), {} read together; \
-         runtime lag P99 {:.1} ms, client-bound {}",
+         runtime lag P99 {:.1} ms, max {:.1} ms, client-bound {}",
         delays.len(),
         alone.len(),
         shared.len(),
         report.client.runtime_lag_p99_ms,
+        report.client.runtime_lag_max_ms,
         report.client.client_bound
     );
     // Kernel stamps are the arrival itself. Read stamps add the client's own wake-up: within
     // 2 ms, unless a busy machine held the client back, which the run then reports (its runtime
-    // woke late: `client_bound`, with the P99 lateness in the warning), and the stamps are late
-    // by no more than that.
+    // woke late: `client_bound`, with the P99 and the largest lateness in the warning), and the
+    // stamps are late by no more than the warning states: the largest, once for each wake-up a
+    // read takes. Not the P99: the probe wakes less often while the runtime is behind, so its
+    // P99 can miss a spell in which most events waited.
+    let wake_ups = f64::from(bench_core::judge::read_wake_ups(report.client.transport));
     let typical_bound = match (kernel, report.client.client_bound) {
         (true, _) => 0.5,
         (false, false) => 2.0,
-        (false, true) => 2.0 + report.client.runtime_lag_p99_ms,
+        (false, true) => 2.0 + wake_ups * report.client.runtime_lag_max_ms,
     };
     assert!(
         typical < typical_bound,
