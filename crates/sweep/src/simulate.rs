@@ -23,9 +23,9 @@
 //! rerun late again runs again the same way, down to real time:
 //! [`Simulated::slow_down_if_late`]); later cells pace themselves by the largest per-request
 //! cost measured and by the latest turnaround of more than one stream (a P99, which one noisy
-//! spell of the machine would otherwise hold down for the rest of the sweep). Prompts are announced before they are
-//! sent, so the simulator counts them ahead ([`SimHandle::pretokenize`]) instead of while the
-//! request waits.
+//! spell of the machine would otherwise hold down for the rest of the sweep). Prompts are
+//! announced before they are sent, so the simulator counts them ahead
+//! ([`SimHandle::pretokenize`]) instead of while the request waits.
 
 use crate::cell::Cell;
 use crate::SweepArgs;
@@ -529,6 +529,19 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
 mod tests {
     use super::*;
 
+    /// The demo's pace around a running simulator, at most 20x, nothing measured yet.
+    fn demo_at_most_20x(handle: SimHandle, timing: Timing) -> Simulated {
+        Simulated {
+            handle,
+            timing,
+            max_scale: 20.0,
+            retry_scale: Mutex::new(None),
+            measured: Mutex::new(Measured::default()),
+            medians: Mutex::new(Vec::new()),
+            _tokenizer_dir: None,
+        }
+    }
+
     #[test]
     fn the_scale_keeps_the_magnified_overhead_under_its_share() {
         // 0.3 ms on a 70 ms TTFT: 1.5% of 70 is 1.05 ms, reached at 1 + 1.05 / 0.3 = 4.5x.
@@ -613,18 +626,8 @@ mod tests {
         let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
             .await
             .expect("the simulator starts");
-        let sim = Simulated {
-            handle,
-            timing,
-            max_scale: 20.0,
-            retry_scale: Mutex::new(None),
-            measured: Mutex::new(Measured {
-                overhead_ms: 0.5,
-                turnaround_ms: 0.0,
-            }),
-            medians: Mutex::new(Vec::new()),
-            _tokenizer_dir: None,
-        };
+        let sim = demo_at_most_20x(handle, timing);
+        sim.measured.lock().expect("not poisoned").overhead_ms = 0.5;
         let cell = |input_len, concurrency| Cell {
             input_len,
             output_len: 128,
@@ -715,15 +718,7 @@ mod tests {
             &[1000.0, 1000.0],
             &[50.0, 99.0],
         ));
-        let sim = Simulated {
-            handle,
-            timing,
-            max_scale: 20.0,
-            retry_scale: Mutex::new(None),
-            measured: Mutex::new(Measured::default()),
-            medians: Mutex::new(Vec::new()),
-            _tokenizer_dir: None,
-        };
+        let sim = demo_at_most_20x(handle, timing);
         let cell = |concurrency| Cell {
             input_len: 64,
             output_len: 4,
