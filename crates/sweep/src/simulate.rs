@@ -529,8 +529,15 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
 mod tests {
     use super::*;
 
-    /// The demo's pace around a running simulator, at most 20x, nothing measured yet.
-    fn demo_at_most_20x(handle: SimHandle, timing: Timing) -> Simulated {
+    /// The demo's pace around a simulator of the demo's preset on port 0, at most 20x, nothing
+    /// measured yet.
+    async fn demo_at_most_20x() -> Simulated {
+        let config =
+            SimConfig::preset("m", "minimax-m2-tp4").expect("the demo's preset is a preset");
+        let timing = config.timing.clone();
+        let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("the simulator starts");
         Simulated {
             handle,
             timing,
@@ -620,13 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cell_paces_by_the_median_ttft_its_input_length_reached_at_a_lower_concurrency() {
-        let config =
-            SimConfig::preset("m", "minimax-m2-tp4").expect("the demo's preset is a preset");
-        let timing = config.timing.clone();
-        let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
-            .await
-            .expect("the simulator starts");
-        let sim = demo_at_most_20x(handle, timing);
+        let sim = demo_at_most_20x().await;
         sim.measured.lock().expect("not poisoned").overhead_ms = 0.5;
         let cell = |input_len, concurrency| Cell {
             input_len,
@@ -676,17 +677,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_turnaround_reruns_a_cell_of_many_streams_and_never_a_lone_stream() {
-        let config =
-            SimConfig::preset("m", "minimax-m2-tp4").expect("the demo's preset is a preset");
-        let timing = config.timing.clone();
-        let handle = Simulator::start(config, "127.0.0.1:0".parse().expect("an address"))
-            .await
-            .expect("the simulator starts");
-        handle.set_time_scale(20.0);
+        let sim = demo_at_most_20x().await;
+        sim.handle.set_time_scale(20.0);
         let dir = tempfile::tempdir().expect("a temp dir");
         let tok = dir.path().join("tokenizer.json.gz");
         std::fs::write(&tok, TOKENIZER_GZ).expect("writing the tokenizer");
-        let url = handle.url().parse().expect("the simulator's URL");
+        let url = sim.handle.url().parse().expect("the simulator's URL");
         let mut config = RunConfig::new("m", &tok.display().to_string(), url);
         config.prompt.input_len = 64;
         config.output_len = 4;
@@ -718,7 +714,6 @@ mod tests {
             &[1000.0, 1000.0],
             &[50.0, 99.0],
         ));
-        let sim = demo_at_most_20x(handle, timing);
         let cell = |concurrency| Cell {
             input_len: 64,
             output_len: 4,

@@ -14,7 +14,7 @@
 //! busy machine puts it is not a bound of these tests; `just fidelity` measures that on a quiet
 //! one (docs/performance.md).
 
-use crate::support::{config, fixed_sim, run, truth_tpot_ms};
+use crate::support::{config, fixed_sim, run, shared_read_allowance_ms, truth_tpot_ms};
 use bench_core::config::TransportKind;
 use bench_core::RunReport;
 use bench_result::sections::Timestamps;
@@ -198,11 +198,7 @@ async fn measured_timing_agrees_with_the_simulators_truth() {
         // run measures; spread over the 19 gaps between a request's first and last event.
         let truth = truth_tpot_ms(&report, &sim);
         let measured = report.metrics.tpot_ms.mean;
-        let shared = if report.metrics.events_sharing_a_read == 0 {
-            0.0
-        } else {
-            10.0 / 19.0
-        };
+        let shared = shared_read_allowance_ms(&report, 10.0, 19.0);
         let read_lateness = if report.client.timestamps == Timestamps::Kernel {
             0.0
         } else {

@@ -85,3 +85,13 @@ pub fn truth_tpot_ms(report: &RunReport, sim: &SimHandle) -> f64 {
         .collect();
     tpots.iter().sum::<f64>() / tpots.len().max(1) as f64
 }
+
+/// What events that shared a read may add to a run's mean TPOT: one gap of `itl_ms` spread over
+/// a request's `gaps`, when any did (the earlier event carries the later one's stamp).
+pub fn shared_read_allowance_ms(report: &RunReport, itl_ms: f64, gaps: f64) -> f64 {
+    if report.metrics.events_sharing_a_read == 0 {
+        0.0
+    } else {
+        itl_ms / gaps
+    }
+}

@@ -3,7 +3,7 @@
 //! A TLS-terminating proxy (tokio-rustls, the certificate in testdata/tls) sits in front of the
 //! simulator, as an ingress would in front of vLLM.
 
-use crate::support::{config, fixed_sim, run, testdata, truth_tpot_ms};
+use crate::support::{config, fixed_sim, run, shared_read_allowance_ms, testdata, truth_tpot_ms};
 use bench_core::config::TransportKind;
 use bench_core::transport::{Flow, Transport, TransportError};
 use rustls::pki_types::pem::PemObject;
@@ -154,11 +154,7 @@ async fn a_run_against_a_server_with_a_private_ca() {
     // the relay through the test's TLS proxy does when the machine holds it back.
     let truth = truth_tpot_ms(&report, &sim);
     let measured = report.metrics.tpot_ms.mean;
-    let shared = if report.metrics.events_sharing_a_read == 0 {
-        0.0
-    } else {
-        5.0 / 9.0
-    };
+    let shared = shared_read_allowance_ms(&report, 5.0, 9.0);
     assert!(
         (measured - truth).abs() < 0.5 + shared,
         "TPOT {measured:.3} ms against the simulator's {truth:.3} ms ({} events shared a read)",
