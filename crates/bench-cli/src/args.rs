@@ -92,6 +92,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub continuous_usage_stats: bool,
 
+    /// Tokens each warm-up request asks for: warm-up requests open connections and warm the
+    /// server, and nothing of them is measured, so fewer tokens make the warm-up shorter
+    /// [default: the measured requests' output length]
+    #[arg(long, value_name = "TOKENS", allow_negative_numbers = true)]
+    pub warmup_output_len: Option<i64>,
+
     /// SLOs for goodput in milliseconds, e.g. --goodput ttft:2000 tpot:50 e2el:10000.
     #[arg(long, num_args = 1.., value_name = "METRIC:MS")]
     pub goodput: Vec<String>,
@@ -379,6 +385,7 @@ impl CommonArgs {
             output_len: tokens("--random-output-len", shape.output_len, 1)?,
             num_prompts: num_prompts as usize,
             num_warmups: num_warmups as usize,
+            warmup_output_len: self.warmup_output_len()?,
             max_concurrency,
             request_rate: parse_rate(&self.request_rate)?,
             burstiness: self.burstiness,
@@ -388,10 +395,7 @@ impl CommonArgs {
             percentiles: parse_percentiles(&self.percentiles)?,
             save_detailed: self.save_detailed,
             request_timeout: parse_duration("--request-timeout", &self.request_timeout)?,
-            idle_timeout: match self.idle_timeout.as_str() {
-                "off" => None,
-                s => Some(parse_duration("--idle-timeout", s)?),
-            },
+            idle_timeout: self.idle_timeout()?,
             ca_cert: self.ca_cert.clone().map(check_ca_cert).transpose()?,
             server_metrics_interval: self.server_metrics_interval()?,
             interrupt_grace: Duration::from_secs(5),
@@ -404,6 +408,21 @@ impl CommonArgs {
             transport: self.transport.into(),
             client: None,
         })
+    }
+
+    /// `--warmup-output-len`; `None` when not given.
+    fn warmup_output_len(&self) -> Result<Option<u64>, UsageError> {
+        self.warmup_output_len
+            .map(|v| tokens("--warmup-output-len", v, 1))
+            .transpose()
+    }
+
+    /// `--idle-timeout`; `None` when "off".
+    fn idle_timeout(&self) -> Result<Option<Duration>, UsageError> {
+        match self.idle_timeout.as_str() {
+            "off" => Ok(None),
+            s => parse_duration("--idle-timeout", s).map(Some),
+        }
     }
 
     /// `--server-metrics-interval`, or `None` with `--no-server-metrics`.

@@ -139,6 +139,9 @@ pub struct RunConfig {
     pub output_len: u64,
     pub num_prompts: usize,
     pub num_warmups: usize,
+    /// `max_tokens` per warm-up request; `None`: [`RunConfig::output_len`]. Warm-up requests
+    /// open connections and warm the server; nothing of them is measured.
+    pub warmup_output_len: Option<u64>,
     /// `None`: no limit.
     pub max_concurrency: Option<NonZeroUsize>,
     pub request_rate: RequestRate,
@@ -184,6 +187,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const SERVER_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 impl RunConfig {
+    /// `max_tokens` per warm-up request.
+    pub fn warmup_max_tokens(&self) -> u64 {
+        self.warmup_output_len.unwrap_or(self.output_len)
+    }
+
     /// The most requests this run can have in flight at once.
     pub fn max_in_flight(&self) -> usize {
         self.max_concurrency
@@ -210,6 +218,7 @@ impl RunConfig {
             output_len: self.output_len,
             num_prompts: self.num_prompts as u64,
             num_warmups: self.num_warmups as u64,
+            warmup_output_len: self.warmup_output_len,
             max_concurrency: self.max_concurrency.map(|n| n.get() as u64),
             request_rate: self.request_rate.echo(),
             burstiness: self.burstiness,
@@ -265,6 +274,7 @@ impl RunConfig {
             output_len: 128,
             num_prompts: 100,
             num_warmups: 0,
+            warmup_output_len: None,
             max_concurrency: None,
             request_rate: RequestRate::Infinite,
             burstiness: 1.0,

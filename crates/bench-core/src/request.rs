@@ -1,7 +1,7 @@
 //! Request bodies, serialized once before the run so sending costs no JSON work.
 
 use crate::config::RunConfig;
-use crate::prompt::Prompt;
+use crate::prompt::{Prompt, PromptRole};
 use crate::stream::ApiKind;
 use bytes::Bytes;
 use serde_json::json;
@@ -22,17 +22,17 @@ pub struct RequestPlan {
 ///
 /// Chat requests put the prompt in one user message and use `max_completion_tokens`, as
 /// `vllm bench serve` does; the server then adds its chat template's tokens to the count.
-pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
+pub fn body(config: &RunConfig, prompt: &Prompt, max_tokens: u64) -> Bytes {
     let mut body = match config.endpoint.api {
         ApiKind::Completions => json!({
             "model": config.model,
             "prompt": prompt.text,
-            "max_tokens": config.output_len,
+            "max_tokens": max_tokens,
         }),
         ApiKind::Chat => json!({
             "model": config.model,
             "messages": [{"role": "user", "content": prompt.text}],
-            "max_completion_tokens": config.output_len,
+            "max_completion_tokens": max_tokens,
         }),
     };
     let extra = json!({
@@ -55,19 +55,25 @@ pub fn body(config: &RunConfig, prompt: &Prompt) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// Plans for `prompts`, numbered from 0; `tag` starts each request id (`m` measured, `w` warm-up),
-/// after the client's number when there are several (`inferperf-c1-m0`).
-pub fn plans(config: &RunConfig, prompts: &[Prompt], tag: char) -> Vec<RequestPlan> {
+/// Plans for `prompts` of `role`, numbered from 0. Each request id starts with the role's tag
+/// (`m` measured, `w` warm-up), after the client's number when there are several
+/// (`inferperf-c1-m0`). Measured requests ask for `output_len` tokens, warm-up ones for
+/// [`RunConfig::warmup_max_tokens`].
+pub fn plans(config: &RunConfig, prompts: &[Prompt], role: PromptRole) -> Vec<RequestPlan> {
     let client = config.client.map_or_else(String::new, |c| format!("c{c}-"));
+    let (tag, max_tokens) = match role {
+        PromptRole::Measured => ('m', config.output_len),
+        PromptRole::Warmup => ('w', config.warmup_max_tokens()),
+    };
     prompts
         .iter()
         .enumerate()
         .map(|(index, p)| RequestPlan {
             index,
             request_id: format!("inferperf-{client}{tag}{index}"),
-            body: body(config, p),
+            body: body(config, p, max_tokens),
             input_tokens: p.tokens,
-            max_tokens: config.output_len,
+            max_tokens,
         })
         .collect()
 }
@@ -89,7 +95,8 @@ mod tests {
     fn completion_body_streams_with_usage_and_ignore_eos() {
         let mut c = RunConfig::new("m", "t", "http://h".parse().expect("a base URL"));
         c.output_len = 7;
-        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&c, &prompt(), c.output_len)).expect("json");
         assert_eq!(v["prompt"], "hi \"there\"");
         assert_eq!(v["max_tokens"], 7);
         assert_eq!(v["stream"], true);
@@ -103,14 +110,34 @@ mod tests {
         let mut c = RunConfig::new("m", "t", "http://h".parse().expect("a base URL"));
         c.endpoint = Endpoint::parse("/v1/chat/completions").expect("known route");
         c.ignore_eos = false;
-        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&c, &prompt(), c.output_len)).expect("json");
         assert_eq!(v["messages"][0]["content"], "hi \"there\"");
         assert_eq!(v["max_completion_tokens"], 128);
         assert!(v.get("ignore_eos").is_none());
         assert!(v["stream_options"].get("continuous_usage_stats").is_none());
         c.continuous_usage_stats = true;
-        let v: serde_json::Value = serde_json::from_slice(&body(&c, &prompt())).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&c, &prompt(), c.output_len)).expect("json");
         assert_eq!(v["stream_options"]["continuous_usage_stats"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn warm_up_requests_ask_for_their_own_length_when_given() {
+        let mut c = RunConfig::new("m", "t", "http://h".parse().expect("a base URL"));
+        c.output_len = 128;
+        let asked = |c: &RunConfig, role| {
+            let plan = plans(c, &[prompt()], role).remove(0);
+            let v: serde_json::Value = serde_json::from_slice(&plan.body).expect("json");
+            (plan.request_id, plan.max_tokens, v["max_tokens"].clone())
+        };
+        let full = ("inferperf-w0".to_string(), 128, serde_json::json!(128));
+        assert_eq!(asked(&c, PromptRole::Warmup), full);
+        c.warmup_output_len = Some(2);
+        let short = ("inferperf-w0".to_string(), 2, serde_json::json!(2));
+        assert_eq!(asked(&c, PromptRole::Warmup), short);
+        let measured = ("inferperf-m0".to_string(), 128, serde_json::json!(128));
+        assert_eq!(asked(&c, PromptRole::Measured), measured);
     }
 }

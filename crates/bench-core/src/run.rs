@@ -81,8 +81,8 @@ pub async fn prepare(
             prompt::build(&tok, &cfg.prompt, PromptRole::Measured, cfg.num_prompts)?;
         let (warm, _) = prompt::build(&tok, &cfg.prompt, PromptRole::Warmup, cfg.num_warmups)?;
         Ok::<_, TokenizerError>((
-            request::plans(&cfg, &measured, 'm'),
-            request::plans(&cfg, &warm, 'w'),
+            request::plans(&cfg, &measured, PromptRole::Measured),
+            request::plans(&cfg, &warm, PromptRole::Warmup),
             stats,
         ))
     })

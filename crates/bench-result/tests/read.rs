@@ -136,6 +136,16 @@ fn settings_differences_name_what_changes_the_measurement() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(diffs, ["transport was \"native\" and is now \"standard\""]);
+    // The committed files predate a warm-up of its own length: it asked for output_len.
+    assert_eq!(a.warmup_output_len, None);
+    let mut short_warmup = a.clone();
+    short_warmup.warmup_output_len = Some(1);
+    let diffs: Vec<String> = a
+        .differences(&short_warmup)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(diffs, ["warmup_output_len was null and is now 1"]);
     let mut given = a.clone();
     given.prompt.seed_origin = SeedOrigin::Given(1);
     let mut other = a.clone();

@@ -56,6 +56,7 @@ fn rows(dir: &Path) -> Vec<Row> {
         row("length no model has", &["--random-input-len", "100000000"], &["--random-input-len", "at most 4194304"]),
         row("output no model has", &["--random-output-len", "5000000"], &["--random-output-len", "at most 4194304"]),
         row("prompts too many to hold", &["--num-prompts", "100000", "--random-input-len", "100000"], &["--num-prompts", "GiB in memory"]),
+        row("warm-up of no tokens", &["--warmup-output-len", "0"], &["--warmup-output-len", "at least 1, got 0"]),
         row("negative prefix", &["--random-prefix-len", "-1"], &["--random-prefix-len", "negative"]),
         row("range ratio of 1 or more", &["--random-range-ratio", "1.5"], &["--random-range-ratio", "[0, 1)"]),
         row("no concurrency", &["--max-concurrency", "0"], &["--max-concurrency"]),

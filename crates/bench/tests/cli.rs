@@ -57,6 +57,7 @@ fn help_explains_every_flag() {
         "--num-prompts",
         "--max-concurrency",
         "--num-warmups",
+        "--warmup-output-len",
         "--request-rate",
         "--burstiness",
         "--seed",
@@ -146,6 +147,33 @@ fn a_run_writes_a_result_the_old_plotter_can_read() {
     assert_eq!(v["tp"], 4);
     assert_eq!(v["warmup"]["requests"], 2);
     assert_eq!(v["total_output_tokens"], 48);
+}
+
+/// `--warmup-output-len`: the server's own counter of generated tokens is the judge of what the
+/// warm-up asked for; the measured requests still ask for the output length.
+#[test]
+fn warm_up_requests_ask_for_the_warm_up_output_length() {
+    for (warmup_len, expected) in [(None, 8), (Some("1"), 1)] {
+        let sim = Sim::start(|_| {});
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("run.json");
+        let mut extra = vec!["--num-warmups", "2", "--ignore-eos", "--disable-tqdm"];
+        extra.extend(warmup_len.iter().flat_map(|n| ["--warmup-output-len", *n]));
+        bench(&sim.url(), &out, &extra).assert().success();
+        let v = read(&out);
+        assert_eq!(v["total_output_tokens"], 6 * 8);
+        assert_eq!(v["warmup"]["completed"], 2);
+        let echoed = warmup_len.map(|n| serde_json::json!(n.parse::<u64>().expect("a number")));
+        assert_eq!(v["config"].get("warmup_output_len"), echoed.as_ref());
+        let generated = sim
+            .handle
+            .as_ref()
+            .expect("running")
+            .stats()
+            .generation_tokens_total
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(generated, 6 * 8 + 2 * expected, "warm-up of {warmup_len:?}");
+    }
 }
 
 #[test]

@@ -56,6 +56,10 @@ pub const OVERHEAD_SHARE: f64 = 0.015;
 /// client's turnaround plus the simulator's event lateness: half of it.
 const TURNAROUND_MARGIN: f64 = 2.0;
 
+/// Tokens each demo warm-up request asks for, unless `--warmup-output-len` gives another: the
+/// warm-up opens connections, and its decoding would be a sixth of the demo's modelled time.
+const DEMO_WARMUP_OUTPUT_LEN: i64 = 1;
+
 /// A running demo simulator, its pace, and the files it needs.
 #[derive(Debug)]
 pub struct Simulated {
@@ -504,12 +508,13 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
         // The simulator's requests of one cell are alike (lengths drawn from one range, no
         // prefix cache, no graphs to capture), so half a sweep's prompts give the same curves
         // as long as every cell keeps the 10 its steady state needs, and one warm-up request
-        // per stream opens its connection: 320 s of modelled time instead of 535.
+        // per stream opens its connection, for which one token is enough.
         m.prompts_per_concurrency
             .get_or_insert(DEMO_PROMPTS_PER_CONCURRENCY);
         m.min_prompts
             .get_or_insert(bench_core::steady::MIN_REQUESTS as i64);
         m.warmups_per_concurrency.get_or_insert(1);
+        c.warmup_output_len.get_or_insert(DEMO_WARMUP_OUTPUT_LEN);
     }
     if args.name.is_none() {
         args.name = Some("sim".into());

@@ -268,6 +268,9 @@ fn the_demo_paces_each_cell_records_its_scale_and_draws_modelled_time() {
                 "{name}: {scale}x, at most {max}x"
             );
             assert!(cell["sim_kept_schedule"].is_boolean(), "{name}");
+            // The demo's warm-up only opens connections: one token each.
+            assert_eq!(cell["config"]["warmup_output_len"], 1, "{name}");
+            assert!(cell["warmup"]["requests"].as_u64() > Some(0), "{name}");
         }
         let paced = stderr
             .lines()

@@ -35,6 +35,9 @@ async fn result_files_match_the_schema_and_carry_every_key() {
     ];
     c.api_key = Some("sk-never-written".into());
     c.deployment = Some(deployment());
+    // A warm-up of its own length, so its key is checked too.
+    c.num_warmups = 2;
+    c.warmup_output_len = Some(1);
     let report = run(&c).await;
     let value = result::to_json(&report);
 
@@ -55,6 +58,7 @@ async fn result_files_match_the_schema_and_carry_every_key() {
     );
     assert_eq!(value["tp"], 1, "the run's own tp stays an integer");
     assert_eq!(value["config"]["deployment"]["gpus"], 8);
+    assert_eq!(value["config"]["warmup_output_len"], 1);
     assert_ne!(
         value["median_ttft"], "clash",
         "metadata never overwrites a figure"
