@@ -44,13 +44,16 @@ const SMALL: &[&str] = &[
 ];
 
 /// Prompts are as long as asked as the server counts them (every request's usage, and the
-/// server's prompt counter over the run), and outputs exactly as asked with `--ignore-eos`.
-fn exact_lengths(endpoint: &str) {
+/// server's prompt counter over the run), and outputs exactly as asked with `--ignore-eos`:
+/// the warm-up's too, as long as the measured requests' or `warmup_len` when given.
+fn exact_lengths(endpoint: &str, warmup_len: Option<&str>) {
     let vllm = Vllm::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let before = vllm.metrics();
     let mut args = SMALL.to_vec();
     args.extend(["--endpoint", endpoint]);
+    args.extend(warmup_len.iter().flat_map(|n| ["--warmup-output-len", *n]));
+    let warmup_output: f64 = warmup_len.map_or(16.0, |n| n.parse().expect("a number"));
     let (code, log, r) = bench(&vllm, dir.path(), "exact", &args);
     let after = vllm.metrics();
     assert_eq!(code, Some(0), "{log}");
@@ -71,7 +74,11 @@ fn exact_lengths(endpoint: &str) {
     assert_eq!(number(&r, "/server/generation_tokens"), 8.0 * 16.0);
     // ... and over the whole run (warm-up included) by scrapes the test took itself.
     let gen = before.delta(&after, "vllm:generation_tokens_total");
-    assert_eq!(gen, 10.0 * 16.0, "warm-up and measured outputs");
+    assert_eq!(
+        gen,
+        8.0 * 16.0 + 2.0 * warmup_output,
+        "measured and warm-up outputs"
+    );
     let prompt = before.delta(&after, "vllm:prompt_tokens_total");
     let warmup_prompt = prompt - input;
     assert!(
@@ -87,13 +94,13 @@ fn exact_lengths(endpoint: &str) {
 #[test]
 #[ignore = "needs a vLLM server: conformance/run.sh"]
 fn completions_lengths_are_exact_as_the_server_counts_them() {
-    exact_lengths("/v1/completions");
+    exact_lengths("/v1/completions", None);
 }
 
 #[test]
 #[ignore = "needs a vLLM server: conformance/run.sh"]
-fn chat_lengths_are_exact_as_the_server_counts_them() {
-    exact_lengths("/v1/chat/completions");
+fn chat_lengths_are_exact_as_the_server_counts_them_with_a_shorter_warm_up() {
+    exact_lengths("/v1/chat/completions", Some("3"));
 }
 
 /// The same command twice: the second run's prompts share no prefix with the first's, by the
