@@ -125,7 +125,8 @@ pub struct RunSettings {
     pub output_len: u64,
     pub num_prompts: u64,
     pub num_warmups: u64,
-    /// `max_tokens` per warm-up request, when not `output_len`.
+    /// `max_tokens` per warm-up request, when given (`--warmup-output-len`); absent, they
+    /// asked for `output_len`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_output_len: Option<u64>,
     pub max_concurrency: Option<u64>,

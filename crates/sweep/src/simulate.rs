@@ -57,7 +57,7 @@ pub const OVERHEAD_SHARE: f64 = 0.015;
 const TURNAROUND_MARGIN: f64 = 2.0;
 
 /// Tokens each demo warm-up request asks for, unless `--warmup-output-len` gives another: the
-/// warm-up opens connections, and its decoding would be a sixth of the demo's modelled time.
+/// warm-up opens connections, and decoding 128 tokens took a seventh of the demo's modelled time.
 const DEMO_WARMUP_OUTPUT_LEN: i64 = 1;
 
 /// A running demo simulator, its pace, and the files it needs.
