@@ -1,6 +1,6 @@
 //! Every producer's real files load into the one model, and bad ones are named by their key.
 
-use bench_result::settings::{SeedOrigin, TransportKind};
+use bench_result::settings::{RunSettings, SeedOrigin, TransportKind};
 use bench_result::{parse, read, Metric, ReadError, ResultFile, Stat};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +106,11 @@ fn a_key_of_the_wrong_type_is_named() {
     assert_eq!(old.sim_time_scale, Some(20.0));
 }
 
+/// The differences between two settings, as a sweep names them.
+fn named(a: &RunSettings, b: &RunSettings) -> Vec<String> {
+    a.differences(b).iter().map(ToString::to_string).collect()
+}
+
 #[test]
 fn settings_differences_name_what_changes_the_measurement() {
     let path = fixtures("inferperf").remove(0);
@@ -120,7 +125,7 @@ fn settings_differences_name_what_changes_the_measurement() {
     );
     b.prompt.range_ratio = 0.5;
     b.ignore_eos = !a.ignore_eos;
-    let diffs: Vec<String> = a.differences(&b).iter().map(ToString::to_string).collect();
+    let diffs = named(&a, &b);
     assert_eq!(diffs.len(), 2, "{diffs:?}");
     assert!(diffs.iter().any(|d| d.starts_with("ignore_eos was")));
     assert!(diffs
@@ -130,22 +135,18 @@ fn settings_differences_name_what_changes_the_measurement() {
     assert_eq!(a.transport, TransportKind::Native);
     let mut standard = a.clone();
     standard.transport = TransportKind::Standard;
-    let diffs: Vec<String> = a
-        .differences(&standard)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(diffs, ["transport was \"native\" and is now \"standard\""]);
+    assert_eq!(
+        named(&a, &standard),
+        ["transport was \"native\" and is now \"standard\""]
+    );
     // The committed files predate a warm-up of its own length: it asked for output_len.
     assert_eq!(a.warmup_output_len, None);
     let mut short_warmup = a.clone();
     short_warmup.warmup_output_len = Some(1);
-    let diffs: Vec<String> = a
-        .differences(&short_warmup)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(diffs, ["warmup_output_len was null and is now 1"]);
+    assert_eq!(
+        named(&a, &short_warmup),
+        ["warmup_output_len was null and is now 1"]
+    );
     let mut given = a.clone();
     given.prompt.seed_origin = SeedOrigin::Given(1);
     let mut other = a.clone();
