@@ -246,7 +246,7 @@ async fn reads_match_the_truth_at_1_64_and_1024_streams() {
     // the hand-over and the read. A hand-over stamped before the bytes were really written
     // would show as lag no stall explains (1.5 ms early fails the single stream's bound).
     // Measured at 1 / 64 / 1,024 streams, net mean and max: idle 0.14 / 0.2 / 0.8 ms and
-    // 0.4 / 5 / 13 ms; at 1,024 with a core taken by another process, 1.0-1.8 and 11-27 ms
+    // 0.4 / 5 / 10-15 ms; at 1,024 with a core taken by another process, 1.0-1.8 and 11-27 ms
     // (raw: 6-17 ms and up to 227 ms); with that and the whole process stopped for 226 ms as
     // well, 1.3-2.4 and 12-34 ms (raw: 15-24 ms and up to 426 ms).
     //
