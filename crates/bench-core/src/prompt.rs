@@ -112,7 +112,8 @@ pub struct Prompt {
 /// Length figures for a built set (the result file's `prompt_lengths`).
 pub type PromptStats = bench_result::sections::PromptLengths;
 
-/// Builds `count` prompts for `role`. Runs on every core (rayon).
+/// Builds `count` prompts for `role`. Runs on every core (rayon). To build more than one role
+/// from the same spec, [`PromptSource`] builds what they share once.
 pub fn build(
     tokenizer: &PromptTokenizer,
     spec: &PromptSpec,
@@ -122,63 +123,116 @@ pub fn build(
     if count == 0 {
         return Ok((Vec::new(), PromptStats::default()));
     }
-    let started = Instant::now();
-    let prefix = prefix_ids(tokenizer, spec);
-    let (_, high) = length_bounds(spec.input_len, spec.range_ratio);
-    let assemble = high as usize >= ASSEMBLE_MIN_TOKENS;
-    let pool = if assemble {
-        segment_pool(tokenizer, spec.seed)?
-    } else {
-        Vec::new()
-    };
-    let prefix_segment = match (&pool.is_empty(), prefix.is_empty()) {
-        (false, false) => Some(exact_segment(
+    PromptSource::new(tokenizer, spec)?.build(role, count)
+}
+
+/// What every prompt of one spec is made from, whatever its role: the shared prefix and, for
+/// long prompts, the seeded segment pool they are assembled from (half a second to build on two
+/// cores, as long as a dozen long prompts). A run's measured and warm-up sets share it.
+#[derive(Debug)]
+pub struct PromptSource<'a> {
+    tokenizer: &'a PromptTokenizer,
+    spec: &'a PromptSpec,
+    prefix: Vec<u32>,
+    /// Empty when the spec's prompts are too short to assemble.
+    pool: Vec<Segment>,
+    prefix_segment: Option<Segment>,
+    /// How long building the shared parts took.
+    setup: Duration,
+}
+
+impl<'a> PromptSource<'a> {
+    /// Builds the parts `spec`'s prompts share. Runs on every core (rayon).
+    pub fn new(
+        tokenizer: &'a PromptTokenizer,
+        spec: &'a PromptSpec,
+    ) -> Result<Self, TokenizerError> {
+        let started = Instant::now();
+        let prefix = prefix_ids(tokenizer, spec);
+        let (_, high) = length_bounds(spec.input_len, spec.range_ratio);
+        let pool = if high as usize >= ASSEMBLE_MIN_TOKENS {
+            segment_pool(tokenizer, spec.seed)?
+        } else {
+            Vec::new()
+        };
+        let prefix_segment = if pool.is_empty() || prefix.is_empty() {
+            None
+        } else {
+            Some(exact_segment(
+                tokenizer,
+                prefix.clone(),
+                &mut pool_rng(spec.seed, 4),
+            )?)
+        };
+        Ok(Self {
             tokenizer,
-            prefix.clone(),
-            &mut pool_rng(spec.seed, 4),
-        )?),
-        _ => None,
-    };
-    let build_all = |fast: bool| {
-        (0..count)
-            .into_par_iter()
-            .map(|i| {
-                let mut rng = prompt_rng(spec.seed, role, i as u64);
-                let target = spec.prefix_len + draw_len(&mut rng, spec.input_len, spec.range_ratio);
-                if fast {
-                    if let Some(p) =
-                        assemble_one(tokenizer, prefix_segment.as_ref(), &pool, target, &mut rng)?
-                    {
-                        return Ok(p);
-                    }
-                }
-                build_one(tokenizer, &prefix, target, &mut rng)
-            })
-            .collect::<Result<Vec<_>, TokenizerError>>()
-    };
-    let mut prompts = build_all(assemble)?;
-    let mut verified = prompts.len();
-    if assemble {
-        let sample = verification_sample(prompts.len());
-        verified = sample.len();
-        let all_exact = sample
-            .par_iter()
-            .map(|&i| {
-                let p = &prompts[i];
-                Ok(tokenizer.count_prompt_tokens(&p.text)? as u64 == p.tokens)
-            })
-            .collect::<Result<Vec<bool>, TokenizerError>>()?
-            .into_iter()
-            .all(|ok| ok);
-        if !all_exact {
-            tracing::warn!("assembled prompts failed verification; rebuilding them one by one");
-            prompts = build_all(false)?;
-            verified = prompts.len();
-        }
+            spec,
+            prefix,
+            pool,
+            prefix_segment,
+            setup: started.elapsed(),
+        })
     }
-    let mut stats = stats_of(&prompts, started.elapsed());
-    stats.verified_by_reencoding = verified as u64;
-    Ok((prompts, stats))
+
+    /// Builds `count` prompts for `role`: the same prompts as [`build`]. Their stats' build
+    /// time includes building the shared parts. Runs on every core (rayon).
+    pub fn build(
+        &self,
+        role: PromptRole,
+        count: usize,
+    ) -> Result<(Vec<Prompt>, PromptStats), TokenizerError> {
+        if count == 0 {
+            return Ok((Vec::new(), PromptStats::default()));
+        }
+        let started = Instant::now();
+        let (tokenizer, spec) = (self.tokenizer, self.spec);
+        let assemble = !self.pool.is_empty();
+        let build_all = |fast: bool| {
+            (0..count)
+                .into_par_iter()
+                .map(|i| {
+                    let mut rng = prompt_rng(spec.seed, role, i as u64);
+                    let target =
+                        spec.prefix_len + draw_len(&mut rng, spec.input_len, spec.range_ratio);
+                    if fast {
+                        if let Some(p) = assemble_one(
+                            tokenizer,
+                            self.prefix_segment.as_ref(),
+                            &self.pool,
+                            target,
+                            &mut rng,
+                        )? {
+                            return Ok(p);
+                        }
+                    }
+                    build_one(tokenizer, &self.prefix, target, &mut rng)
+                })
+                .collect::<Result<Vec<_>, TokenizerError>>()
+        };
+        let mut prompts = build_all(assemble)?;
+        let mut verified = prompts.len();
+        if assemble {
+            let sample = verification_sample(prompts.len());
+            verified = sample.len();
+            let all_exact = sample
+                .par_iter()
+                .map(|&i| {
+                    let p = &prompts[i];
+                    Ok(tokenizer.count_prompt_tokens(&p.text)? as u64 == p.tokens)
+                })
+                .collect::<Result<Vec<bool>, TokenizerError>>()?
+                .into_iter()
+                .all(|ok| ok);
+            if !all_exact {
+                tracing::warn!("assembled prompts failed verification; rebuilding them one by one");
+                prompts = build_all(false)?;
+                verified = prompts.len();
+            }
+        }
+        let mut stats = stats_of(&prompts, self.setup + started.elapsed());
+        stats.verified_by_reencoding = verified as u64;
+        Ok((prompts, stats))
+    }
 }
 
 /// Prompts shorter than this are built one by one; longer ones are assembled from segments.

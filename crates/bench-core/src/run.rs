@@ -77,9 +77,9 @@ pub async fn prepare(
 ) -> Result<Prepared, RunError> {
     let (cfg, tok) = (config.clone(), Arc::clone(&tokenizer));
     let built = tokio::task::spawn_blocking(move || {
-        let (measured, stats) =
-            prompt::build(&tok, &cfg.prompt, PromptRole::Measured, cfg.num_prompts)?;
-        let (warm, _) = prompt::build(&tok, &cfg.prompt, PromptRole::Warmup, cfg.num_warmups)?;
+        let source = prompt::PromptSource::new(&tok, &cfg.prompt)?;
+        let (measured, stats) = source.build(PromptRole::Measured, cfg.num_prompts)?;
+        let (warm, _) = source.build(PromptRole::Warmup, cfg.num_warmups)?;
         Ok::<_, TokenizerError>((
             request::plans(&cfg, &measured, PromptRole::Measured),
             request::plans(&cfg, &warm, PromptRole::Warmup),

@@ -1,7 +1,7 @@
 //! Exact prompt lengths with the real 128k tokenizer, reproducibility and BOS accounting.
 
 use crate::support::{tokenizer, tokenizer_dir};
-use bench_core::prompt::{build, PromptRole, PromptSpec};
+use bench_core::prompt::{build, PromptRole, PromptSource, PromptSpec};
 use bench_core::tokenizer::PromptTokenizer;
 use std::collections::HashSet;
 
@@ -51,6 +51,27 @@ fn long_assembled_prompts_are_exact() {
     assert_exact(&tok, &prompts);
     assert_eq!(stats.verified_by_reencoding, 24);
     assert_eq!((stats.missed, stats.max_abs_miss), (0, 0));
+}
+
+#[test]
+fn a_shared_source_builds_each_role_as_its_own_build_does() {
+    let tok = tokenizer();
+    // Assembled from the pool with a shared prefix, and built one by one.
+    for spec in [spec(3000, 0.2, 64, 11), spec(300, 0.2, 0, 11)] {
+        let source = PromptSource::new(&tok, &spec).expect("builds the shared parts");
+        for (role, count) in [(PromptRole::Measured, 10), (PromptRole::Warmup, 3)] {
+            let (shared, stats) = source.build(role, count).expect("builds");
+            let (alone, _) = build(&tok, &spec, role, count).expect("builds");
+            assert_eq!(shared, alone, "{role:?} prompts of {spec:?}");
+            assert_exact(&tok, &shared);
+            assert_eq!(stats.count, count as u64);
+        }
+        assert!(source
+            .build(PromptRole::Warmup, 0)
+            .expect("builds")
+            .0
+            .is_empty());
+    }
 }
 
 #[test]
