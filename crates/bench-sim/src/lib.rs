@@ -92,6 +92,15 @@ pub enum SimError {
     },
 }
 
+/// What [`SimHandle::pretokenize`] did with an announcement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Announced {
+    /// Requests whose prompt count is known ahead.
+    pub known: usize,
+    /// Prompts the tokenizer counted for it; the others repeat the last announcement's.
+    pub counted: usize,
+}
+
 /// A running simulator.
 #[derive(Debug)]
 pub struct SimHandle {
@@ -136,55 +145,78 @@ impl SimHandle {
     /// modelled time: at 20x, 20 ms of tokenizing an 8,192-token prompt would add 400 ms to its
     /// TTFT. A client that knows its requests (the `sweep --simulate` demo) announces them before
     /// sending them. The bodies are read as the handlers read them and counted with the
-    /// simulator's own tokenizer; each count is used once.
+    /// simulator's own tokenizer; each count is used once. The prompts of the announcement before
+    /// are not counted again (a cell run again announces the same requests).
     ///
     /// The bodies' order is the order the client will send them in, and the engine takes them
     /// in that order whatever order the machine delivers them in ([`order`]), so the same
     /// announced requests get the same schedule on any machine. An announcement replaces the
-    /// one before it. Returns how many were counted (none without a tokenizer: estimates cost
-    /// nothing, and the requests keep their own arrival order).
-    pub async fn pretokenize<B: AsRef<[u8]>>(&self, bodies: &[B]) -> usize {
+    /// one before it. Returns how many requests are known ahead and how many prompts were
+    /// counted for them (none without a tokenizer: estimates cost nothing, and the requests keep
+    /// their own arrival order).
+    pub async fn pretokenize<B: AsRef<[u8]>>(&self, bodies: &[B]) -> Announced {
         let texts: Vec<String> = bodies
             .iter()
             .filter_map(|b| server::prompt_text_of(b.as_ref()))
             .collect();
         let Some(tok) = self.state.tokenizer.clone() else {
-            return 0;
+            return Announced::default();
         };
+        let keys: Vec<(usize, u64)> = texts.iter().map(|t| server::prompt_key(t)).collect();
+        // The last announcement's counts; what this one repeats needs no counting again.
+        let mut counts = self
+            .state
+            .last_counts
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        let new: Vec<String> = texts
+            .into_iter()
+            .zip(&keys)
+            .filter(|(_, key)| !counts.contains_key(*key))
+            .map(|(text, _)| text)
+            .collect();
         let counted = tokio::task::spawn_blocking(move || {
-            let counts = tok
-                .encode_batch_fast(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
-                .map(|encs| encs.iter().map(|e| e.len() as u64).collect::<Vec<_>>());
-            counts.map(|c| {
-                texts
-                    .iter()
-                    .map(|t| server::prompt_key(t))
-                    .zip(c)
-                    .collect::<Vec<_>>()
-            })
+            tok.encode_batch_fast(new.iter().map(String::as_str).collect::<Vec<_>>(), true)
+                .map(|encs| {
+                    new.iter()
+                        .map(|t| server::prompt_key(t))
+                        .zip(encs.iter().map(|e| e.len() as u64))
+                        .collect::<Vec<_>>()
+                })
         })
         .await;
         match counted {
             Ok(Ok(pairs)) => {
-                let n = pairs.len();
+                let counted = pairs.len();
+                counts.extend(pairs);
+                let announced: std::collections::HashSet<&(usize, u64)> = keys.iter().collect();
+                counts.retain(|key, _| announced.contains(key));
+                let n = keys.len();
                 if let Ok(mut known) = self.state.known_prompts.lock() {
                     known.clear();
                     let first = self.state.order.announce(n as u64);
-                    for (position, (key, tokens)) in (first..).zip(pairs) {
-                        let entry = known.entry(key).or_default();
-                        entry.tokens = tokens;
-                        entry.positions.push_back(position);
+                    for (position, key) in (first..).zip(&keys) {
+                        // Every key was either counted before or just now.
+                        if let Some(&tokens) = counts.get(key) {
+                            let entry = known.entry(*key).or_default();
+                            entry.tokens = tokens;
+                            entry.positions.push_back(position);
+                        }
                     }
                 }
-                n
+                if let Ok(mut last) = self.state.last_counts.lock() {
+                    *last = counts;
+                }
+                Announced { known: n, counted }
             }
             Ok(Err(e)) => {
                 tracing::warn!("cannot pretokenize prompts: {e}");
-                0
+                Announced::default()
             }
             Err(e) => {
                 tracing::warn!("prompt pretokenizing stopped: {e}");
-                0
+                Announced::default()
             }
         }
     }
@@ -261,6 +293,7 @@ impl Simulator {
             requests_total: AtomicU64::new(0),
             known_prompts: Mutex::new(std::collections::HashMap::new()),
             order: order::AnnouncedOrder::default(),
+            last_counts: Mutex::new(std::collections::HashMap::new()),
         });
         if let Some(after) = state.config.restart_after {
             tokio::spawn(scripted_restart(Arc::clone(&state), after));

@@ -43,6 +43,9 @@ pub struct AppState {
     pub known_prompts: Mutex<HashMap<(usize, u64), Known>>,
     /// The order announced requests are handed to the engine in.
     pub order: AnnouncedOrder,
+    /// The token counts of the last announcement's prompts, by `prompt_key`: an announcement
+    /// that repeats them (a run of the same requests again) counts only the prompts it adds.
+    pub last_counts: Mutex<HashMap<(usize, u64), u64>>,
 }
 
 /// An announced prompt: its tokens, and where each request sending it stands in the announced

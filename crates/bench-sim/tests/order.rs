@@ -61,7 +61,7 @@ async fn announced_requests_are_scheduled_in_the_announced_order_whatever_order_
     for attempt in 1..=2 {
         let handle = sim().await;
         let bodies: Vec<String> = [9_000, 10_000, 9_500].into_iter().map(body).collect();
-        assert_eq!(handle.pretokenize(&bodies).await, 3);
+        assert_eq!(handle.pretokenize(&bodies).await.known, 3);
         send(&handle.url(), &bodies, &[20, 10, 0]).await;
         let truth = handle.truth();
         let find = |id: &str| {
@@ -91,4 +91,36 @@ async fn announced_requests_are_scheduled_in_the_announced_order_whatever_order_
         assert!(start(&r1) < start(&r2), "r1 before r2");
         return;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_that_repeats_the_last_one_keeps_its_counts_and_counts_what_it_adds() {
+    let (a, b, c) = (body(300), body(500), body(700));
+    let announced = sim().await;
+    let first = announced.pretokenize(&[a.clone(), b.clone()]).await;
+    assert_eq!((first.known, first.counted), (2, 2));
+    send(&announced.url(), &[a.clone(), b.clone()], &[0, 0]).await;
+    // `b` run again, and a new prompt: both known ahead, only the new one counted.
+    let second = announced.pretokenize(&[b.clone(), c.clone()]).await;
+    assert_eq!((second.known, second.counted), (2, 1));
+    send(&announced.url(), &[b.clone(), c.clone()], &[0, 10]).await;
+    let ahead = announced.schedule();
+    let mut tokens: Vec<u64> = announced.truth().iter().map(|t| t.prompt_tokens).collect();
+    announced.stop().await;
+    assert_eq!((ahead.prompts_known, ahead.prompts_counted), (4, 0));
+    // The same requests unannounced, each counted on arrival.
+    let counted = sim().await;
+    send(&counted.url(), &[a, b.clone(), b, c], &[0, 0, 0, 0]).await;
+    let on_arrival = counted.schedule();
+    let mut expected: Vec<u64> = counted.truth().iter().map(|t| t.prompt_tokens).collect();
+    counted.stop().await;
+    assert_eq!(on_arrival.prompts_counted, 4);
+    tokens.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(tokens, expected);
+    assert_eq!(
+        expected.windows(2).filter(|w| w[0] != w[1]).count(),
+        2,
+        "{expected:?}"
+    );
 }

@@ -461,8 +461,9 @@ enum Attempt {
     /// Incomplete and kept as `partial`; may be retried.
     Incomplete { partial: PathBuf, seconds: f64 },
     /// The built-in simulator fell behind its schedule; it now runs slower, and the cell runs
-    /// again (the late attempt is kept as a partial file).
-    SimulatorLate,
+    /// again (the late attempt is kept as a partial file) with the same requests, which are
+    /// handed back.
+    SimulatorLate(Box<bench_core::run::Prepared>),
 }
 
 impl Session {
@@ -600,6 +601,7 @@ impl Session {
             return Ok(row);
         }
         let mut attempt = 0;
+        let mut again = None;
         loop {
             attempt += 1;
             if !self.discovery.is_healthy(&self.url).await {
@@ -612,10 +614,13 @@ impl Session {
                 }
                 self.say(&format!("  server healthy at {}", self.url));
             }
-            let (partial, seconds) = match self.attempt(cell, &done, attempt).await? {
+            let (partial, seconds) = match self.attempt(cell, &done, attempt, again.take()).await? {
                 Attempt::Ended(row) => return Ok(*row),
                 Attempt::Incomplete { partial, seconds } => (partial, seconds),
-                Attempt::SimulatorLate => continue,
+                Attempt::SimulatorLate(prepared) => {
+                    again = Some(*prepared);
+                    continue;
+                }
             };
             let status = if attempt > self.plan.retries {
                 CellStatus::Failed
@@ -743,13 +748,24 @@ impl Session {
         }
     }
 
-    /// One run of `cell`, written as its finished file or as an attempt's partial file.
-    async fn attempt(&self, cell: &Cell, done: &Path, attempt: u32) -> anyhow::Result<Attempt> {
+    /// One run of `cell`, written as its finished file or as an attempt's partial file. `again`:
+    /// the requests of the attempt before, when the built-in simulator ran it too fast (the
+    /// simulator's attempts repeat the cell's prompts, see [`cell_config`]).
+    async fn attempt(
+        &self,
+        cell: &Cell,
+        done: &Path,
+        attempt: u32,
+        again: Option<bench_core::run::Prepared>,
+    ) -> anyhow::Result<Attempt> {
         let plan = &self.plan;
         let salt = if self.simulated.is_some() { 0 } else { attempt };
         let config = cell_config(&plan.base, cell, &self.url, salt);
         let started = Instant::now();
-        let prepared = bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?;
+        let prepared = match again {
+            Some(p) => p,
+            None => bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?,
+        };
         if let Some(sim) = &self.simulated {
             sim.announce(&prepared).await;
             let scale = sim.pace(cell, plan.base.prompt.range_ratio);
@@ -778,7 +794,7 @@ impl Session {
                 "  {line}; the late attempt is kept as {}",
                 partial.display()
             ));
-            return Ok(Attempt::SimulatorLate);
+            return Ok(Attempt::SimulatorLate(Box::new(prepared)));
         }
         if complete {
             write_run(done, &value, &report)?;
