@@ -20,12 +20,11 @@
 //!
 //! Speed: re-encoding a 14,000-token prompt costs ~35 ms with a 128k byte-level BPE tokenizer
 //! (pre-tokenization alone is ~0.9 us/token), so long prompts are *assembled* instead: a seeded
-//! pool of canonical segments (random ids, decoded and re-encoded once) is shared by the sets of
-//! one spec ([`PromptSource`]: a run's measured and warm-up prompts); a prompt is a fresh random
-//! head (which makes it unique), pool segments in random order, and a fresh tail repaired to the
-//! exact remaining count. Every junction is checked by re-encoding the
-//! text around it (the pieces must tokenize the same apart and together), so the total is the sum
-//! of the parts. A sample of assembled prompts (all of them for small sets) is then re-encoded in
+//! pool of canonical segments (random ids, decoded and re-encoded once) is shared by every set of
+//! one spec ([`PromptSource`]); a prompt is a fresh random head (which makes it unique), pool
+//! segments in random order, and a fresh tail repaired to the exact remaining count. Every
+//! junction is checked by re-encoding the text around it (the pieces must tokenize the same apart
+//! and together), so the total is the sum of the parts. A sample of assembled prompts (all of them for small sets) is then re-encoded in
 //! full; if any is off, the whole set is rebuilt the slow way, so the length guarantee never
 //! rests on the shortcut alone.
 
