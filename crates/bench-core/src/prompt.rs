@@ -22,11 +22,11 @@
 //! (pre-tokenization alone is ~0.9 us/token), so long prompts are *assembled* instead: a seeded
 //! pool of canonical segments (random ids, decoded and re-encoded once) is shared by every set of
 //! one spec ([`PromptSource`]); a prompt is a fresh random head (which makes it unique), pool
-//! segments in random order, and a fresh tail repaired to the exact remaining count. Every
-//! junction is checked by re-encoding the text around it (the pieces must tokenize the same apart
-//! and together), so the total is the sum of the parts. A sample of assembled prompts (all of them for small sets) is then re-encoded in
-//! full; if any is off, the whole set is rebuilt the slow way, so the length guarantee never
-//! rests on the shortcut alone.
+//! segments in random order, and a fresh tail repaired to the exact remaining count. Every junction
+//! is checked by re-encoding the text around it (the pieces must tokenize the same apart and
+//! together), so the total is the sum of the parts. A sample of assembled prompts (all of them for
+//! small sets) is then re-encoded in full; if any is off, the whole set is rebuilt the slow way, so
+//! the length guarantee never rests on the shortcut alone.
 
 use crate::tokenizer::{PromptTokenizer, TokenizerError};
 use rand::{Rng, SeedableRng};
