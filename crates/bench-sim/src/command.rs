@@ -192,6 +192,7 @@ impl Cli {
                 .transpose()?,
             restart_downtime: seconds("--restart-downtime-s", self.restart_downtime_s)?,
             truth_jsonl: self.truth_jsonl.clone(),
+            stepped_clock: false,
         })
     }
 }

@@ -16,6 +16,7 @@
 
 use crate::lateness::{Lateness, LatenessSnapshot, EVENT_TOLERANCE, STEP_TOLERANCE};
 use crate::scheduler::Scheduler;
+use crate::stepped::SteppedClock;
 use crate::timing::Timing;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,8 @@ pub struct Request {
     /// Stop early (end of sequence) after this many tokens; `None` with `ignore_eos`.
     pub eos_after: Option<u64>,
     pub arrival: Instant,
+    /// Its place in the announced order ([`crate::order`]), when it had one.
+    pub position: Option<u64>,
 }
 
 impl Request {
@@ -305,7 +308,11 @@ impl EngineStats {
 /// A running engine: where admissions go.
 #[derive(Debug, Clone)]
 pub enum Engine {
-    Batching(std::sync::mpsc::Sender<Admission>),
+    Batching {
+        tx: std::sync::mpsc::Sender<Admission>,
+        /// The stepped clock the engine runs on, if it does ([`crate::stepped`]).
+        stepped: Option<Arc<SteppedClock>>,
+    },
     Fixed {
         ttft: Duration,
         itl: Duration,
@@ -314,8 +321,14 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Starts the engine for `timing` on the current runtime.
-    pub fn start(timing: &Timing, time_scale: f64, stats: Arc<EngineStats>) -> Self {
+    /// Starts the engine for `timing` on the current runtime; with `stepped`, a batching engine
+    /// runs on that clock instead of the wall clock (fixed timing has no steps and ignores it).
+    pub fn start(
+        timing: &Timing,
+        time_scale: f64,
+        stats: Arc<EngineStats>,
+        stepped: Option<Arc<SteppedClock>>,
+    ) -> Self {
         stats.set_time_scale(time_scale);
         match timing {
             Timing::Batching(params) => {
@@ -324,14 +337,18 @@ impl Engine {
                     .kv_capacity_tokens
                     .store(params.kv_cache_tokens, Ordering::Relaxed);
                 let scheduler = Scheduler::new(params.clone(), stats);
+                let clock = stepped.clone();
                 // The thread ends when every sender is gone (the server stopped).
-                let spawned = std::thread::Builder::new()
-                    .name("sim-engine".into())
-                    .spawn(move || scheduler.run(&rx));
+                let spawned = std::thread::Builder::new().name("sim-engine".into()).spawn(
+                    move || match clock {
+                        Some(clock) => scheduler.run_stepped(&rx, &clock),
+                        None => scheduler.run(&rx),
+                    },
+                );
                 if let Err(e) = spawned {
                     tracing::error!("cannot start the engine thread: {e}");
                 }
-                Self::Batching(tx)
+                Self::Batching { tx, stepped }
             }
             Timing::Fixed { ttft, itl } => Self::Fixed {
                 ttft: *ttft,
@@ -344,13 +361,16 @@ impl Engine {
     /// Hands a request to the engine and returns its timeline.
     pub fn admit(&self, request: Request) -> Timeline {
         match self {
-            Self::Batching(tx) => {
+            Self::Batching { tx, stepped } => {
                 let (timeline, rx) = mpsc::unbounded_channel();
                 // A closed engine drops the request; its stream then ends as cut.
                 let _ = tx.send(Admission {
                     request,
                     tx: timeline,
                 });
+                if let Some(clock) = stepped {
+                    clock.wake();
+                }
                 Timeline::Batching(rx)
             }
             Self::Fixed { ttft, itl, stats } => {
@@ -384,13 +404,14 @@ mod tests {
     async fn fixed_timing_is_exact_and_time_scale_divides_it() {
         let stats = Arc::new(EngineStats::default());
         let fixed = preset("fixed").expect("preset");
-        let engine = Engine::start(&fixed, 2.0, stats);
+        let engine = Engine::start(&fixed, 2.0, stats, None);
         let start = Instant::now();
         let timeline = engine.admit(Request {
             prompt_tokens: 10,
             max_tokens: 3,
             eos_after: None,
             arrival: start,
+            position: None,
         });
         let toks = tokens(timeline).await;
         assert_eq!(toks[0] - start, Duration::from_millis(25));

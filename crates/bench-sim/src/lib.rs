@@ -18,6 +18,7 @@ pub mod prom;
 mod reply;
 mod scheduler;
 pub mod server;
+pub mod stepped;
 pub mod timing;
 pub mod truth;
 pub mod wire;
@@ -54,6 +55,10 @@ pub struct SimConfig {
     pub restart_downtime: Duration,
     /// Append every request's truth to this JSONL file.
     pub truth_jsonl: Option<PathBuf>,
+    /// Run the batching engine on a stepped clock instead of the wall clock ([`stepped`]): for
+    /// a client in the same process that reports its reads ([`SimHandle::stepped`]).
+    /// `time_scale` then has no effect on it.
+    pub stepped_clock: bool,
 }
 
 impl SimConfig {
@@ -71,6 +76,7 @@ impl SimConfig {
             restart_after: None,
             restart_downtime: Duration::from_secs(1),
             truth_jsonl: None,
+            stepped_clock: false,
         })
     }
 }
@@ -221,6 +227,24 @@ impl SimHandle {
         }
     }
 
+    /// The stepped clock the engine runs on, when [`SimConfig::stepped_clock`] asked for one and
+    /// the timing has steps: the client reports its reads to it and maps its stamps through it.
+    pub fn stepped(&self) -> Option<&Arc<stepped::SteppedClock>> {
+        match &self.state.engine {
+            Engine::Batching { stepped, .. } => stepped.as_ref(),
+            Engine::Fixed { .. } => None,
+        }
+    }
+
+    /// Tells a stepped clock that the latest announcement ([`SimHandle::pretokenize`]) is a
+    /// closed loop of these phases, in announced order, so that it waits for the requests they
+    /// owe (no effect without a stepped clock).
+    pub fn closed_loop(&self, phases: &[stepped::Phase]) {
+        if let Some(clock) = self.stepped() {
+            clock.closed_loop(self.state.order.latest(), phases);
+        }
+    }
+
     /// Runs the schedule `scale` times faster than real time from now on (requests already
     /// admitted keep their timing where it is fixed per request). For between runs.
     pub fn set_time_scale(&self, scale: f64) {
@@ -274,10 +298,14 @@ impl Simulator {
             .map_err(|source| SimError::Bind { addr, source })?;
         let started = Instant::now();
         let stats = Arc::new(EngineStats::default());
+        let steps = matches!(config.timing, Timing::Batching(_));
+        let stepped =
+            (config.stepped_clock && steps).then(|| Arc::new(stepped::SteppedClock::default()));
         let engine = Engine::start(
             &config.timing,
             config.time_scale.max(1e-9),
             Arc::clone(&stats),
+            stepped.clone(),
         );
         let state = Arc::new(AppState {
             truth: Arc::new(TruthLog::new(started, jsonl)),
@@ -294,6 +322,7 @@ impl Simulator {
             known_prompts: Mutex::new(std::collections::HashMap::new()),
             order: order::AnnouncedOrder::default(),
             last_counts: Mutex::new(std::collections::HashMap::new()),
+            stepped,
         });
         if let Some(after) = state.config.restart_after {
             tokio::spawn(scripted_restart(Arc::clone(&state), after));

@@ -21,6 +21,8 @@ pub const MAX_WAIT: Duration = Duration::from_millis(200);
 struct Progress {
     /// Positions handed out so far.
     announced: u64,
+    /// The latest announcement's first position.
+    first: u64,
     /// The position whose turn it is.
     next: u64,
     /// When the engine takes the last request handed over in turn as arriving.
@@ -48,11 +50,17 @@ impl AnnouncedOrder {
         let mut first = 0;
         self.progress.send_modify(|p| {
             first = p.announced;
+            p.first = first;
             p.announced += n;
             p.next = first;
             p.last = None;
         });
         first
+    }
+
+    /// The latest announcement's first position.
+    pub fn latest(&self) -> u64 {
+        self.progress.borrow().first
     }
 
     /// Waits until it is the turn of the request at `position`, which reached the server at
@@ -106,6 +114,11 @@ impl Turn<'_> {
     /// request before it, whichever is later.
     pub fn arrival(&self) -> Instant {
         self.arrival
+    }
+
+    /// Its place in the announced order; `None` when it came out of the order.
+    pub fn position(&self) -> Option<u64> {
+        self.position
     }
 }
 

@@ -11,6 +11,7 @@ use crate::wire::{self, Api, EventWriter};
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -116,13 +117,20 @@ impl Reply {
             self.pending_text
                 .push_str(wire::WORDS[self.word % wire::WORDS.len()]);
             self.word = self.word.wrapping_mul(31).wrapping_add(7);
-            if let Some(chunk) = self.mid_stream_fault().await {
-                return Some(chunk);
+            let chunk = if let Some(chunk) = self.mid_stream_fault().await {
+                Some(chunk)
+            } else if finish.is_none() && self.pending_tokens < self.faults.tokens_per_event {
+                None
+            } else {
+                Some(Ok(self.token_chunk(finish)))
+            };
+            // After its event, if it has one, was counted handed over (see `crate::stepped`).
+            if let Some(clock) = &self.state.stepped {
+                clock.consumed.fetch_add(1, Ordering::SeqCst);
             }
-            if finish.is_none() && self.pending_tokens < self.faults.tokens_per_event {
-                continue;
+            if chunk.is_some() {
+                return chunk;
             }
-            return Some(Ok(self.token_chunk(finish)));
         }
     }
 
@@ -221,8 +229,11 @@ impl Reply {
     }
 
     fn record_event(&mut self, tokens: u32) {
-        let at = Instant::now();
+        let at = self.state.clock(Instant::now());
         if tokens > 0 {
+            if let Some(clock) = &self.state.stepped {
+                clock.handed.fetch_add(1, Ordering::SeqCst);
+            }
             if let Some(due) = self.last_due {
                 self.state
                     .stats

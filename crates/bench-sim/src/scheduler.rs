@@ -29,10 +29,11 @@
 
 use crate::engine::{Admission, Emit, EngineStats, FinishReason};
 use crate::lateness::STEP_TOLERANCE;
+use crate::stepped::{Phases, SteppedClock, WINDOW_TIMEOUT};
 use crate::timing::EngineParams;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -47,16 +48,20 @@ struct Seq {
     reason: FinishReason,
     reserved: u64,
     tx: mpsc::UnboundedSender<Emit>,
+    /// Its announced position, for the stepped clock's closed loop.
+    position: Option<u64>,
 }
 
 impl Seq {
-    /// Emits the next token; a client that went away ends the sequence.
-    fn emit(&mut self, due: Instant) {
+    /// Emits the next token; a client that went away ends the sequence. Whether it was sent.
+    fn emit(&mut self, due: Instant) -> bool {
         self.generated += 1;
         let finish = (self.generated >= self.limit).then_some(self.reason);
-        if self.tx.send(Emit::Token(due, finish)).is_err() {
+        let sent = self.tx.send(Emit::Token(due, finish)).is_ok();
+        if !sent {
             self.generated = self.limit;
         }
+        sent
     }
 }
 
@@ -67,6 +72,10 @@ pub(crate) struct Scheduler {
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     kv_used: u64,
+    /// Announced positions of the sequences that ended since [`Scheduler::take_ended`].
+    ended: Vec<u64>,
+    /// On the stepped clock, steps take their modelled time: no time scale applies.
+    stepped: bool,
 }
 
 /// One planned step.
@@ -86,6 +95,8 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             kv_used: 0,
+            ended: Vec::new(),
+            stepped: false,
         }
     }
 
@@ -116,6 +127,8 @@ impl Scheduler {
             let late = now.saturating_duration_since(step_end);
             self.stats.steps.note(late);
             self.finish_step(&plan, step_end);
+            // Only the stepped clock counts what ended.
+            self.ended.clear();
             // Behind schedule: the next step starts when we actually got here.
             step_start = if late > STEP_TOLERANCE {
                 let ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
@@ -124,6 +137,79 @@ impl Scheduler {
             } else {
                 step_end
             };
+        }
+    }
+
+    /// Runs on the stepped clock ([`crate::stepped`]) until every sender of `rx` is gone: each
+    /// step is computed at once, its tokens handed over, and the next planned when the window
+    /// after it closes (every event read, every request the closed loop owes arrived).
+    pub(crate) fn run_stepped(mut self, rx: &Receiver<Admission>, clock: &SteppedClock) {
+        if let Some(path) = crate::engine::ThreadTimes::own_path() {
+            let _ = self.stats.engine_thread.set(path);
+        }
+        clock.attach(std::thread::current());
+        self.stepped = true;
+        let mut modelled = Instant::now();
+        clock.open_window(modelled);
+        let mut owed = Owed::default();
+        loop {
+            // The window of the step that ended at `modelled`.
+            let mut arrived = 0u64;
+            let mut deadline = None;
+            loop {
+                loop {
+                    match rx.try_recv() {
+                        Ok(mut a) => {
+                            // In modelled time it arrives just after the next step begins, in
+                            // its order among this window's arrivals.
+                            arrived += 1;
+                            a.request.arrival = modelled + Duration::from_nanos(arrived);
+                            owed.arrived(a.request.position, clock);
+                            self.enqueue(a);
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
+                    }
+                }
+                owed.ended(&self.take_ended(), clock);
+                let waiting_on_client = !clock.all_read() || owed.count() > 0;
+                if !waiting_on_client && !self.is_idle() {
+                    break;
+                }
+                if self.is_idle() && owed.count() == 0 {
+                    // Nothing to plan and nothing owed: wait for a request, however long.
+                    deadline = None;
+                    std::thread::park_timeout(IDLE_PARK);
+                    continue;
+                }
+                let until = *deadline.get_or_insert_with(|| Instant::now() + WINDOW_TIMEOUT);
+                let now = Instant::now();
+                if now >= until {
+                    clock.note_timeout();
+                    tracing::warn!(
+                        "stepped clock: a window waited {WINDOW_TIMEOUT:?} for the client (events \
+                         unread: {}, requests owed: {}) and goes on without it",
+                        !clock.all_read(),
+                        owed.count()
+                    );
+                    owed.forgive();
+                    if self.is_idle() {
+                        continue;
+                    }
+                    break;
+                }
+                std::thread::park_timeout(until - now);
+            }
+            let start = match self.waiting.front() {
+                Some(first) if self.running.is_empty() => modelled.max(first.arrival),
+                _ => modelled,
+            };
+            let (plan, end) = self.begin_step(start);
+            self.stats.steps.note(Duration::ZERO);
+            clock.open_window(end);
+            let emitted = self.finish_step(&plan, end);
+            clock.emitted.fetch_add(emitted, Ordering::SeqCst);
+            modelled = end;
         }
     }
 
@@ -139,7 +225,11 @@ impl Scheduler {
         let took = self
             .params
             .step_time(plan.prefill_tokens, plan.decode, plan.context)
-            .div_f64(self.stats.time_scale());
+            .div_f64(if self.stepped {
+                1.0
+            } else {
+                self.stats.time_scale()
+            });
         for &(i, _) in &plan.prefill {
             if self.running[i].prefilled == 0 {
                 let _ = self.running[i].tx.send(Emit::PrefillStart(start));
@@ -160,6 +250,7 @@ impl Scheduler {
             reason,
             reserved: r.prompt_tokens + r.max_tokens,
             tx: a.tx,
+            position: r.position,
         };
         // In arrival order (two requests handled on two threads may reach here swapped).
         let at = self
@@ -173,7 +264,14 @@ impl Scheduler {
     /// Moves waiting sequences that arrived by `start` into the running set while slots and KV
     /// capacity allow.
     fn admit(&mut self, start: Instant) {
-        self.waiting.retain(|s| !s.tx.is_closed());
+        let ended = &mut self.ended;
+        self.waiting.retain(|s| {
+            let gone = s.tx.is_closed();
+            if gone {
+                ended.extend(s.position);
+            }
+            !gone
+        });
         while let Some(next) = self.waiting.front().filter(|s| s.arrival <= start) {
             let fits_kv = self.kv_used + next.reserved <= self.params.kv_cache_tokens
                 // A request larger than the whole cache still runs alone rather than never.
@@ -219,7 +317,8 @@ impl Scheduler {
     /// Emits the step's tokens, all due at `step_end`, and retires finished sequences. The
     /// counters move first: a client that has a request's last token and then reads `/metrics`
     /// finds that token counted, however late this thread runs after the hand-over.
-    pub(crate) fn finish_step(&mut self, plan: &Plan, step_end: Instant) {
+    /// Returns how many tokens reached a live stream.
+    pub(crate) fn finish_step(&mut self, plan: &Plan, step_end: Instant) -> u64 {
         // Decode tokens for sequences that were past prefill when the step began.
         let prefilling: Vec<bool> = self
             .running
@@ -239,31 +338,40 @@ impl Scheduler {
         self.stats
             .generation_tokens_total
             .fetch_add(decoded + first_tokens, Ordering::Relaxed);
+        let mut emitted = 0;
         for (s, _) in self
             .running
             .iter_mut()
             .zip(&prefilling)
             .filter(|(_, p)| !**p)
         {
-            s.emit(step_end);
+            emitted += u64::from(s.emit(step_end));
         }
         for &(i, chunk) in &plan.prefill {
             let s = &mut self.running[i];
             s.prefilled += chunk;
             if s.prefilled >= s.prompt {
-                s.emit(step_end);
+                emitted += u64::from(s.emit(step_end));
             }
         }
         let mut freed = 0;
+        let ended = &mut self.ended;
         self.running.retain(|s| {
             let done = s.generated >= s.limit;
             if done {
                 freed += s.reserved;
+                ended.extend(s.position);
             }
             !done
         });
         self.kv_used -= freed;
         self.publish();
+        emitted
+    }
+
+    /// The announced positions of the sequences that ended since the last call.
+    fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
     }
 
     fn publish(&self) {
@@ -273,6 +381,80 @@ impl Scheduler {
         st.waiting
             .store(self.waiting.len() as u64, Ordering::Relaxed);
         st.kv_used_tokens.store(self.kv_used, Ordering::Relaxed);
+    }
+}
+
+/// How long the stepped clock's idle engine sleeps between looks at its queue (a request's
+/// admission wakes it at once; this only bounds a missed wake-up).
+const IDLE_PARK: Duration = Duration::from_millis(100);
+
+/// What the closed loop of the latest announcement owes the stepped clock: requests that must
+/// arrive before the next step is planned, as they would have, in real time, before the step
+/// after it began.
+#[derive(Debug, Default)]
+struct Owed {
+    generation: u64,
+    /// Per phase: requests arrived, requests ended.
+    arrived: Vec<u64>,
+    ended: Vec<u64>,
+    /// Owed requests given up on (a window timed out): no longer waited for.
+    forgiven: Vec<u64>,
+    phases: Phases,
+}
+
+impl Owed {
+    /// Starts counting again when the phases changed.
+    fn sync(&mut self, clock: &SteppedClock) {
+        let phases = clock.phases();
+        if phases.generation != self.generation || self.arrived.len() != phases.list.len() {
+            self.generation = phases.generation;
+            self.arrived = vec![0; phases.list.len()];
+            self.ended = vec![0; phases.list.len()];
+            self.forgiven = vec![0; phases.list.len()];
+            self.phases = phases;
+        }
+    }
+
+    fn arrived(&mut self, position: Option<u64>, clock: &SteppedClock) {
+        self.sync(clock);
+        if let Some(i) = position.and_then(|p| self.phases.of(p)) {
+            self.arrived[i] += 1;
+        }
+    }
+
+    fn ended(&mut self, positions: &[u64], clock: &SteppedClock) {
+        self.sync(clock);
+        for &p in positions {
+            if let Some(i) = self.phases.of(p) {
+                self.ended[i] += 1;
+            }
+        }
+    }
+
+    /// Requests owed now: in each phase that began, its first `concurrency` and one per request
+    /// ended, up to its size.
+    fn count(&self) -> u64 {
+        self.phases
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.arrived[*i] > 0)
+            .map(|(i, p)| {
+                let due = (p.concurrency + self.ended[i]).min(p.requests);
+                due.saturating_sub(self.arrived[i] + self.forgiven[i])
+            })
+            .sum()
+    }
+
+    /// Stops waiting for what is owed now.
+    fn forgive(&mut self) {
+        for i in 0..self.phases.list.len() {
+            if self.arrived[i] > 0 {
+                let p = self.phases.list[i];
+                let due = (p.concurrency + self.ended[i]).min(p.requests);
+                self.forgiven[i] = due.saturating_sub(self.arrived[i]);
+            }
+        }
     }
 }
 
@@ -309,6 +491,7 @@ mod tests {
             max_tokens: max,
             eos_after: None,
             arrival: Instant::now(),
+            position: None,
         };
         s.enqueue(Admission { request, tx });
         rx
@@ -391,6 +574,7 @@ mod tests {
             max_tokens: 3,
             eos_after: None,
             arrival: start + Duration::from_millis(1),
+            position: None,
         };
         s.enqueue(Admission { request, tx });
         let (plan, end) = s.begin_step(start + Duration::from_micros(500));
@@ -425,8 +609,9 @@ mod tests {
             &crate::timing::Timing::Batching(p),
             1.0,
             Arc::clone(&stats),
+            None,
         );
-        let crate::engine::Engine::Batching(tx) = &engine else {
+        let crate::engine::Engine::Batching { tx, .. } = &engine else {
             panic!("a batching engine");
         };
         let (etx, mut rx) = mpsc::unbounded_channel();
@@ -435,6 +620,7 @@ mod tests {
             max_tokens: 100,
             eos_after: None,
             arrival: Instant::now(),
+            position: None,
         };
         tx.send(Admission { request, tx: etx })
             .expect("engine runs");

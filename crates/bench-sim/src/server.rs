@@ -43,9 +43,19 @@ pub struct AppState {
     pub known_prompts: Mutex<HashMap<(usize, u64), Known>>,
     /// The order announced requests are handed to the engine in.
     pub order: AnnouncedOrder,
+    /// The stepped clock the engine runs on, if it does ([`crate::stepped`]).
+    pub stepped: Option<Arc<crate::stepped::SteppedClock>>,
     /// The token counts of the last announcement's prompts, by `prompt_key`: an announcement
     /// that repeats them (a run of the same requests again) counts only the prompts it adds.
     pub last_counts: Mutex<HashMap<(usize, u64), u64>>,
+}
+
+impl AppState {
+    /// What happened at wall instant `wall`, on the engine's clock: the same instant, or on a
+    /// stepped clock the modelled instant of the window open then.
+    pub fn clock(&self, wall: Instant) -> Instant {
+        self.stepped.as_ref().map_or(wall, |c| c.modelled(wall))
+    }
 }
 
 /// An announced prompt: its tokens, and where each request sending it stands in the announced
@@ -429,6 +439,7 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         max_tokens,
         eos_after: faults.eos_after,
         arrival: turn.as_ref().map_or(arrival, Turn::arrival),
+        position: turn.as_ref().and_then(Turn::position),
     });
     drop(turn);
     let prefix = if job.api == Api::Chat {
@@ -449,7 +460,7 @@ async fn serve(s: Arc<AppState>, mut job: Job) -> Response {
         "completions"
     };
     let sizes = (prompt_tokens, max_tokens);
-    let mut truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, arrival);
+    let mut truth = RequestTruth::admitted(id, job.request_id.take(), api, sizes, s.clock(arrival));
     truth.fault = faults.mid.map(|m| match m {
         crate::fault::MidStream::ErrorEvent(_) => "error_event",
         crate::fault::MidStream::Cut(_) => "cut",
