@@ -195,6 +195,8 @@ pub struct EngineStats {
     /// How many times faster than real time the schedule runs (an `f64`'s bits); settable
     /// between runs ([`crate::SimHandle::set_time_scale`]).
     time_scale_bits: AtomicU64,
+    /// The stepped clock the engine runs on, if it does.
+    pub stepped: std::sync::OnceLock<Arc<SteppedClock>>,
 }
 
 impl Default for EngineStats {
@@ -214,6 +216,7 @@ impl Default for EngineStats {
             prompts_known: AtomicU64::new(0),
             engine_thread: std::sync::OnceLock::new(),
             time_scale_bits: AtomicU64::new(1.0f64.to_bits()),
+            stepped: std::sync::OnceLock::new(),
         }
     }
 }
@@ -259,12 +262,23 @@ pub struct ScheduleReport {
     pub prompts_known: u64,
     /// The batching engine thread's CPU and run-queue time, where the OS reports them.
     pub engine_thread: Option<ThreadTimes>,
+    /// On a stepped clock: its windows, and those that went on without the client.
+    pub stepped: Option<SteppedReport>,
+}
+
+/// What a stepped clock did ([`crate::stepped`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SteppedReport {
+    pub windows: u64,
+    pub timeouts: u64,
 }
 
 impl ScheduleReport {
     /// No step or event later than its tolerance.
     pub fn kept_schedule(&self) -> bool {
-        self.steps.late == 0 && self.events.late == 0
+        self.steps.late == 0
+            && self.events.late == 0
+            && self.stepped.is_none_or(|s| s.timeouts == 0)
     }
 }
 
@@ -273,8 +287,12 @@ impl EngineStats {
         f64::from_bits(self.time_scale_bits.load(Ordering::Relaxed))
     }
 
-    /// Sets the time scale (clamped above 0); steps and requests started later use it.
+    /// Sets the time scale (clamped above 0); steps and requests started later use it. A stepped
+    /// clock has none: it stays 1.
     pub fn set_time_scale(&self, scale: f64) {
+        if self.stepped.get().is_some() {
+            return;
+        }
         let scale = if scale.is_finite() {
             scale.max(1e-9)
         } else {
@@ -294,6 +312,10 @@ impl EngineStats {
             prompt_counting_seconds: load(&self.prompt_counting_ns) as f64 / 1e9,
             prompts_known: load(&self.prompts_known),
             engine_thread: self.engine_thread.get().and_then(|p| ThreadTimes::read(p)),
+            stepped: self.stepped.get().map(|c| SteppedReport {
+                windows: c.windows() as u64,
+                timeouts: c.timeouts(),
+            }),
         }
     }
 

@@ -307,6 +307,10 @@ impl Simulator {
             Arc::clone(&stats),
             stepped.clone(),
         );
+        if let Some(clock) = &stepped {
+            stats.set_time_scale(1.0);
+            let _ = stats.stepped.set(Arc::clone(clock));
+        }
         let state = Arc::new(AppState {
             truth: Arc::new(TruthLog::new(started, jsonl)),
             config,

@@ -265,6 +265,18 @@ fn schedule_counters(r: &crate::engine::ScheduleReport) -> Vec<(&'static str, &'
             r.prompts_known as f64,
         ),
     ];
+    if let Some(s) = r.stepped {
+        counters.push((
+            "inferperf_sim:stepped_windows_total",
+            "Windows of the stepped clock: the engine waited for its client after each step.",
+            s.windows as f64,
+        ));
+        counters.push((
+            "inferperf_sim:stepped_window_timeouts_total",
+            "Windows of the stepped clock that went on without what the client owed.",
+            s.timeouts as f64,
+        ));
+    }
     if let Some(t) = r.engine_thread {
         counters.push((
             "inferperf_sim:engine_thread_cpu_seconds_total",

@@ -127,6 +127,10 @@ impl Reply {
             // After its event, if it has one, was counted handed over (see `crate::stepped`).
             if let Some(clock) = &self.state.stepped {
                 clock.consumed.fetch_add(1, Ordering::SeqCst);
+                if chunk.is_none() {
+                    // No event for the client to read: nothing else would wake the engine.
+                    clock.wake();
+                }
             }
             if chunk.is_some() {
                 return chunk;

@@ -185,13 +185,13 @@ impl Scheduler {
                 let until = *deadline.get_or_insert_with(|| Instant::now() + WINDOW_TIMEOUT);
                 let now = Instant::now();
                 if now >= until {
-                    clock.note_timeout();
                     tracing::warn!(
                         "stepped clock: a window waited {WINDOW_TIMEOUT:?} for the client (events \
                          unread: {}, requests owed: {}) and goes on without it",
                         !clock.all_read(),
                         owed.count()
                     );
+                    clock.note_timeout();
                     owed.forgive();
                     if self.is_idle() {
                         continue;

@@ -11,7 +11,7 @@
 //!   every event handed over (the client reports each read: [`SteppedClock::event_read`]), and
 //! - every request the client's closed loop owes has arrived: the first requests of a phase (as
 //!   many as its concurrency), and one for each request of the phase that ended while the phase
-//!   has requests left ([`SteppedClock::closed_loop`] says what the phases are);
+//!   has requests left ([`crate::SimHandle::closed_loop`] says what the phases are);
 //!
 //! then it plans the next step at the modelled instant the last one ended. Requests that arrive
 //! during a window arrive, in modelled time, just after the step that follows it began (a
@@ -90,8 +90,11 @@ impl SteppedClock {
     /// The client read one event that carried output. Call it once per such event, after the
     /// event's arrival was stamped.
     pub fn event_read(&self) {
-        self.read.fetch_add(1, Ordering::SeqCst);
-        self.wake();
+        let read = self.read.fetch_add(1, Ordering::SeqCst) + 1;
+        // The engine waits for the last event handed over; earlier ones need not wake it.
+        if read >= self.handed.load(Ordering::SeqCst) {
+            self.wake();
+        }
     }
 
     /// The latest announcement ([`crate::SimHandle::pretokenize`]) is a closed loop of these
@@ -159,8 +162,14 @@ impl SteppedClock {
         consumed >= self.emitted.load(Ordering::SeqCst) && read >= handed
     }
 
+    /// A window went on without the client: what it had not read by now is not waited for
+    /// again (a stream the client dropped is never read to its end).
     pub(crate) fn note_timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.consumed
+            .fetch_max(self.emitted.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.read
+            .fetch_max(self.handed.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -186,6 +195,32 @@ mod tests {
             base + Duration::from_millis(30)
         );
         assert_eq!(clock.windows(), 2);
+    }
+
+    #[test]
+    fn a_window_that_timed_out_waits_no_more_for_what_was_unread_then() {
+        // A stream the client dropped: tokens sent that its reply never took, events handed
+        // over that the client never read.
+        let clock = SteppedClock::default();
+        clock.emitted.store(5, Ordering::SeqCst);
+        clock.consumed.store(3, Ordering::SeqCst);
+        clock.handed.store(3, Ordering::SeqCst);
+        clock.event_read();
+        assert!(!clock.all_read());
+        clock.note_timeout();
+        assert!(
+            clock.all_read(),
+            "the next window does not wait for them again"
+        );
+        assert_eq!(clock.timeouts(), 1);
+        // What comes after is waited for as before.
+        clock.emitted.fetch_add(1, Ordering::SeqCst);
+        assert!(!clock.all_read());
+        clock.consumed.fetch_add(1, Ordering::SeqCst);
+        clock.handed.fetch_add(1, Ordering::SeqCst);
+        assert!(!clock.all_read());
+        clock.event_read();
+        assert!(clock.all_read());
     }
 
     #[test]
