@@ -63,6 +63,18 @@ pub struct Client {
     api: ApiKind,
     api_key: Option<String>,
     timeout: Duration,
+    reads: Option<ReadObserver>,
+}
+
+/// Told of every event carrying output the client read, after it stamped its arrival: a server
+/// in the same process that waits for its client (the simulator's stepped clock).
+#[derive(Clone)]
+pub struct ReadObserver(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ReadObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadObserver")
+    }
 }
 
 impl Client {
@@ -102,7 +114,15 @@ impl Client {
             api,
             api_key,
             timeout: timeouts.total,
+            reads: None,
         })
+    }
+
+    /// Tells `observer` of every output event read from now on.
+    #[must_use]
+    pub fn observed_by(mut self, observer: ReadObserver) -> Self {
+        self.reads = Some(observer);
+        self
     }
 
     /// How reads were stamped since the last call.
@@ -124,6 +144,7 @@ impl Client {
         abort: &CancellationToken,
     ) -> RequestRecord {
         let mut state = StreamState::new(self.api, plan.max_tokens);
+        state.reads = self.reads.clone();
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.timeout);
         let exchange = self.exchange(plan, &mut state);
@@ -253,6 +274,7 @@ struct StreamState {
     /// Events that came after `[DONE]`.
     events_after_done: u32,
     failure: Option<FailureReason>,
+    reads: Option<ReadObserver>,
 }
 
 impl StreamState {
@@ -272,6 +294,7 @@ impl StreamState {
             done: false,
             events_after_done: 0,
             failure: None,
+            reads: None,
         }
     }
 
@@ -297,6 +320,9 @@ impl StreamState {
                 usage,
             }) => {
                 self.events.push(arrived);
+                if let Some(observer) = &self.reads {
+                    (observer.0)();
+                }
                 if self.text.len() + text.len() <= MAX_TEXT_BYTES {
                     self.text.push_str(&text);
                 } else {

@@ -244,6 +244,9 @@ pub enum ScheduleMiss {
     /// Token events were handed over `p99_ms` late at P99 (wall), more than
     /// [`SIM_EVENT_P99_MODELLED_MS`] once multiplied by `time_scale`.
     EventsLate { p99_ms: f64, time_scale: f64 },
+    /// On a stepped clock, `count` windows went on without the events the client had not read
+    /// or the requests its closed loop owed.
+    WindowsTimedOut { count: f64 },
 }
 
 impl std::fmt::Display for ScheduleMiss {
@@ -265,6 +268,13 @@ impl std::fmt::Display for ScheduleMiss {
                  model's",
                 p99_ms * time_scale
             ),
+            Self::WindowsTimedOut { count } => write!(
+                f,
+                "the simulator's stepped clock went on {count:.0} times without the client (it \
+                 had not read every token event, or not sent the requests it announced, in the \
+                 seconds the simulator waits): what came later joined later steps than the \
+                 model's"
+            ),
         }
     }
 }
@@ -285,7 +295,11 @@ pub fn sim_schedule(sim: &SimSchedule, duration_s: f64) -> impl Iterator<Item = 
             p99_ms,
             time_scale: sim.time_scale,
         });
-    lost.into_iter().chain(late)
+    let cut = sim
+        .stepped_timeouts
+        .filter(|n| *n > 0.0)
+        .map(|count| ScheduleMiss::WindowsTimedOut { count });
+    lost.into_iter().chain(late).chain(cut)
 }
 
 /// The share of `duration_s` the simulator lost to late steps.

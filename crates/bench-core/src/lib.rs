@@ -41,5 +41,5 @@ pub mod transport;
 
 pub use config::{Endpoint, RequestRate, RunConfig, Slo};
 pub use report::RunReport;
-pub use run::{execute, execute_gated, load_tokenizer, prepare, Gates, RunError};
+pub use run::{execute, execute_gated, load_tokenizer, prepare, Gates, RunError, ServerClock};
 pub use socket::CONVERSION_ERROR;

@@ -154,6 +154,10 @@ fn sim_keys(f: &mut ResultFile, r: &RunReport) {
     f.sim_event_lateness_max_ms = sim.event_lateness_max_ms;
     f.sim_time_lost_share = Some(crate::judge::sim_lost_share(sim, duration));
     f.sim_kept_schedule = Some(crate::judge::sim_schedule(sim, duration).next().is_none());
+    if sim.stepped_windows.is_some() {
+        f.sim_clock = Some("stepped".into());
+        f.sim_stepped_timeouts = sim.stepped_timeouts;
+    }
 }
 
 /// `--metadata` pairs also at top level, as the Python script wrote them, unless a key of the

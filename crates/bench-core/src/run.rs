@@ -51,6 +51,31 @@ pub struct Gates<'a> {
     /// cover every client's requests. A gate that fails is passed over (what was measured is
     /// kept).
     pub after_measured: Option<Gate<'a>>,
+    /// The server's clock, when the server runs in this process on a clock of its own.
+    pub server_clock: Option<ServerClock>,
+}
+
+/// A server in the same process whose clock is not the wall clock (the simulator's stepped
+/// clock): the client tells it of every output event it read, and the measured records are
+/// mapped to its clock before any figure is computed from them.
+#[derive(Clone)]
+pub struct ServerClock {
+    pub reads: crate::client::ReadObserver,
+    /// The server's instant for what the client stamped at a wall instant.
+    pub map: Arc<dyn Fn(Instant) -> Instant + Send + Sync>,
+}
+
+impl ServerClock {
+    /// Maps every instant of `record` to the server's clock.
+    pub fn restamp(&self, record: &mut crate::record::RequestRecord) {
+        let map = &self.map;
+        record.sent = map(record.sent);
+        record.scheduled = record.scheduled.map(|t| map(t));
+        for e in &mut record.output_events {
+            *e = map(*e);
+        }
+        record.ended = map(record.ended);
+    }
 }
 
 /// Requests built and ready: what [`execute`] sends.
@@ -117,18 +142,7 @@ pub async fn execute_gated(
 ) -> Result<RunReport, RunError> {
     crate::open_files::ensure(config.max_in_flight() as u64)?;
     let started_at = chrono::Local::now();
-    let client = Client::new(
-        &config.url(),
-        config.endpoint.api,
-        config.api_key.clone(),
-        crate::client::Timeouts {
-            total: config.request_timeout,
-            idle: config.idle_timeout,
-        },
-        config.ca_cert.as_deref(),
-        config.transport,
-    )
-    .map_err(RunError::Client)?;
+    let client = client_for(config, gates.server_clock.as_ref())?;
     let driver = Driver {
         max_concurrency: config.max_concurrency,
         rate: config.request_rate,
@@ -150,7 +164,14 @@ pub async fn execute_gated(
         gate.await.map_err(RunError::Gate)?;
     }
     scrapes.measured_starts().await;
-    let measured = measure(&client, prepared, &driver, stop, &progress).await;
+    let mut measured = measure(&client, prepared, &driver, stop, &progress).await;
+    if let Some(clock) = &gates.server_clock {
+        measured
+            .phase
+            .records
+            .iter_mut()
+            .for_each(|r| clock.restamp(r));
+    }
     if let Some(gate) = gates.after_measured {
         // Not seeing the others end only narrows the server's window to this client's.
         let _ = gate.await;
@@ -192,6 +213,26 @@ pub async fn execute_gated(
         served_models,
         system: system_info(),
         clients: None,
+    })
+}
+
+/// The run's HTTP client; told of every event it reads when the server's clock asks for it.
+fn client_for(config: &RunConfig, server_clock: Option<&ServerClock>) -> Result<Client, RunError> {
+    let client = Client::new(
+        &config.url(),
+        config.endpoint.api,
+        config.api_key.clone(),
+        crate::client::Timeouts {
+            total: config.request_timeout,
+            idle: config.idle_timeout,
+        },
+        config.ca_cert.as_deref(),
+        config.transport,
+    )
+    .map_err(RunError::Client)?;
+    Ok(match server_clock {
+        Some(clock) => client.observed_by(clock.reads.clone()),
+        None => client,
     })
 }
 

@@ -392,6 +392,8 @@ fn sim_from_pages(start: &Exposition, end: &Exposition) -> Option<SimSchedule> {
         lost_seconds: d("inferperf_sim:schedule_lost_seconds_total").unwrap_or(0.0),
         prompts_counted: counted,
         prompt_counting_mean_ms: (counted > 0.0).then(|| counting / counted * 1e3),
+        stepped_windows: d("inferperf_sim:stepped_windows_total"),
+        stepped_timeouts: d("inferperf_sim:stepped_window_timeouts_total"),
     })
 }
 

@@ -128,6 +128,12 @@ pub struct ResultFile {
     pub sim_time_lost_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sim_kept_schedule: Option<bool>,
+    /// `stepped` when the simulator ran on its stepped clock: times are the model's, mapped from
+    /// the client's stamps (`bench_sim::stepped`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_clock: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim_stepped_timeouts: Option<f64>,
 
     // vLLM's per-request arrays (`--save-detailed`; `ttfts` and `itls` in seconds).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -263,6 +263,12 @@ pub struct SimSchedule {
     pub lost_seconds: f64,
     pub prompts_counted: f64,
     pub prompt_counting_mean_ms: Option<f64>,
+    /// On a stepped clock (the engine waits for its in-process client after each step): its
+    /// windows in the phase, and those that went on without what the client owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_windows: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_timeouts: Option<f64>,
 }
 
 /// What the server counted over the measured phase, from its `/metrics`.
