@@ -85,10 +85,11 @@ fidelity LEVELS="1,10,100,500,1000,2000" RUNS="5" *ARGS:
     cargo run --release -p bench --example fidelity -- {{LEVELS}} --flood --runs {{RUNS}} {{ARGS}}
 
 # How close the demo comes to its simulator's model on this machine: real time against the demo's
-# own pace, idle and with one core loaded (docs/simulator.md).
-demo-fidelity SCALES="20" *ARGS:
+# clock (stepped unless told: `just demo-fidelity stepped,20`), idle and with one core loaded
+# (docs/simulator.md).
+demo-fidelity CLOCKS="stepped" *ARGS:
     cargo build --release -p sweep --bins --examples
-    target/release/examples/demo_fidelity {{SCALES}} {{ARGS}}
+    target/release/examples/demo_fidelity {{CLOCKS}} {{ARGS}}
 
 # How long plot takes for 25 result files, every chart kind, PNG and SVG.
 plot-speed:

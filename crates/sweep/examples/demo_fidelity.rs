@@ -1,17 +1,20 @@
 //! Does the demo show its simulator's model on this machine? `just demo-fidelity`.
 //!
-//! Runs the `sweep --simulate` demo matrix once in real time (1x: the model's own figures) and
-//! then at each asked time scale, on an idle machine and with another process spinning on one
-//! core, and prints every cell's headline figures (input and output tok/s, median TTFT and
-//! TPOT, all in modelled time) as their difference from the 1x run, with the worst per column.
+//! Runs the `sweep --simulate` demo matrix once on the wall clock in real time (1x: the model's
+//! own figures, and the client's real per-request cost) and then on each asked clock, on an idle
+//! machine and with another process spinning on one core, and prints every cell's headline
+//! figures (input and output tok/s, median TTFT and TPOT, all in modelled time) as their
+//! difference from the 1x run, with the worst per column.
 //!
 //! ```text
 //! cargo build --release -p sweep
-//! cargo run --release -p sweep --example demo_fidelity -- [SCALES] [--reference DIR]
+//! cargo run --release -p sweep --example demo_fidelity -- [CLOCKS] [--reference DIR]
 //! ```
 //!
-//! SCALES defaults to `20`. `--reference DIR` reuses a 1x run's result folder instead of
-//! running one (it takes ~5.5 minutes). Each run's folder is printed, to open its charts.
+//! CLOCKS, comma-separated, defaults to `stepped` (the demo's default clock); a number is the
+//! wall clock at most that many times faster than real time (`--sim-clock wall
+//! --sim-time-scale N`). `--reference DIR` reuses a 1x run's result folder instead of running
+//! one (it takes ~5 minutes). Each run's folder is printed, to open its charts.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -22,18 +25,56 @@ use std::process::{Child, Command, Stdio};
 type Figures = [f64; 4];
 const COLUMNS: [&str; 4] = ["input tok/s", "output tok/s", "median TTFT", "median TPOT"];
 
+/// The simulator's clock in a run.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    Stepped,
+    /// The wall clock, at most this many times faster than real time.
+    Wall(f64),
+}
+
+impl Clock {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "stepped" {
+            return Ok(Self::Stepped);
+        }
+        s.parse::<f64>()
+            .map(Self::Wall)
+            .map_err(|e| format!("clock `{s}`: `stepped` or a time scale ({e})"))
+    }
+
+    fn label(self) -> String {
+        match self {
+            Self::Stepped => "stepped".into(),
+            Self::Wall(scale) => format!("{scale}x"),
+        }
+    }
+
+    fn args(self) -> Vec<String> {
+        match self {
+            Self::Stepped => vec!["--sim-clock".into(), "stepped".into()],
+            Self::Wall(scale) => vec![
+                "--sim-clock".into(),
+                "wall".into(),
+                "--sim-time-scale".into(),
+                scale.to_string(),
+            ],
+        }
+    }
+}
+
 fn main() -> Result<(), String> {
-    let mut scales = vec![20.0];
+    let mut clocks = vec![Clock::Stepped];
     let mut reference = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reference" => reference = Some(PathBuf::from(args.next().ok_or("--reference DIR")?)),
             list => {
-                scales = list
+                clocks = list
                     .split(',')
-                    .map(|s| s.parse::<f64>().map_err(|e| format!("scale `{s}`: {e}")))
-                    .collect::<Result<_, _>>()?;
+                    .map(Clock::parse)
+                    .collect::<Result<_, _>>()?
             }
         }
     }
@@ -41,14 +82,14 @@ fn main() -> Result<(), String> {
     let work = std::env::temp_dir().join(format!("inferperf-demo-fidelity-{}", std::process::id()));
     let reference = match reference {
         Some(dir) => dir,
-        None => run_demo(&sweep, &work.join("1x"), 1.0, false)?,
+        None => run_demo(&sweep, &work.join("1x"), Clock::Wall(1.0), false)?,
     };
     let base = read_cells(&reference)?;
     println!("reference (1x): {}", reference.display());
-    for &scale in &scales {
+    for &clock in &clocks {
         for loaded in [false, true] {
-            let label = format!("{scale}x{}", if loaded { "-loaded" } else { "" });
-            let dir = run_demo(&sweep, &work.join(&label), scale, loaded)?;
+            let label = format!("{}{}", clock.label(), if loaded { "-loaded" } else { "" });
+            let dir = run_demo(&sweep, &work.join(&label), clock, loaded)?;
             report(&label, &dir, &base, &read_cells(&dir)?);
         }
     }
@@ -69,13 +110,14 @@ fn sibling_binary(name: &str) -> Result<PathBuf, String> {
 }
 
 /// Runs the demo into `dir`; with `loaded`, a process spins on one core meanwhile.
-fn run_demo(sweep: &Path, dir: &Path, scale: f64, loaded: bool) -> Result<PathBuf, String> {
+fn run_demo(sweep: &Path, dir: &Path, clock: Clock, loaded: bool) -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(dir);
     let spinner = loaded.then(spin).transpose()?;
     let started = std::time::Instant::now();
+    let label = clock.label();
     let out = Command::new(sweep)
-        .args(["--simulate", "--disable-tqdm", "--sim-time-scale"])
-        .arg(scale.to_string())
+        .args(["--simulate", "--disable-tqdm"])
+        .args(clock.args())
         .arg("--results-dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -88,16 +130,16 @@ fn run_demo(sweep: &Path, dir: &Path, scale: f64, loaded: bool) -> Result<PathBu
     let out = out?;
     let log = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("sweep at {scale}x failed:\n{log}"));
+        return Err(format!("sweep on {label} failed:\n{log}"));
     }
     for line in log
         .lines()
         .filter(|l| l.contains("warning") || l.contains("could not keep"))
     {
-        eprintln!("  [{scale}x] {}", line.trim());
+        eprintln!("  [{label}] {}", line.trim());
     }
     eprintln!(
-        "ran the demo at {scale}x{} in {:.0} s",
+        "ran the demo on {label}{} in {:.0} s",
         if loaded { " with one core loaded" } else { "" },
         started.elapsed().as_secs_f64()
     );

@@ -78,10 +78,18 @@ pub struct SweepArgs {
     #[arg(long, default_value = "minimax-m2-tp4")]
     pub sim_preset: String,
 
-    /// With --simulate: the fastest the simulated schedule may run, in multiples of real time;
-    /// each cell runs as fast as this machine keeps the model's figures, up to this.
-    #[arg(long, default_value_t = 20.0)]
-    pub sim_time_scale: f64,
+    /// With --simulate: the simulator's clock. `stepped`: after each engine step it waits for
+    /// this client to read every token and send what its closed loop owes, so the figures are
+    /// the model's on any machine, in the time the machine needs; `wall`: it follows the wall
+    /// clock, up to --sim-time-scale times faster than real time.
+    #[arg(long, value_enum, default_value_t = SimClock::Stepped)]
+    pub sim_clock: SimClock,
+
+    /// With --simulate --sim-clock wall: the fastest the simulated schedule may run, in
+    /// multiples of real time; each cell runs as fast as this machine keeps the model's figures,
+    /// up to this [default: 20].
+    #[arg(long)]
+    pub sim_time_scale: Option<f64>,
 
     /// Client processes that drive every cell together (a sweep job's srun tasks, on one
     /// machine or several): each sends its share of the cell's concurrency and prompts, and
@@ -98,6 +106,15 @@ pub struct SweepArgs {
     /// keeps its barriers apart from an earlier submission's [the Slurm job and step].
     #[arg(long)]
     pub clients_id: Option<String>,
+}
+
+/// The built-in simulator's clock (`--sim-clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimClock {
+    /// Modelled time steps from one engine step to the next, waiting for the client between.
+    Stepped,
+    /// Modelled time follows the wall clock, scaled.
+    Wall,
 }
 
 /// What to do with a cell's file that does not count as its finished run.

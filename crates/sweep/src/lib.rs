@@ -507,6 +507,7 @@ impl Session {
                 &self.stop,
                 self.plan.wait_timeout,
             ))),
+            server_clock: None,
         };
         let report = match bench_core::execute_gated(
             &config,
@@ -766,12 +767,19 @@ impl Session {
             Some(p) => p,
             None => bench_core::prepare(&config, std::sync::Arc::clone(&self.tokenizer)).await?,
         };
+        let mut gates = bench_core::Gates::default();
         if let Some(sim) = &self.simulated {
-            sim.announce(&prepared).await;
-            let scale = sim.pace(cell, plan.base.prompt.range_ratio);
-            self.say(&format!("  simulator at {scale}x real time"));
+            let concurrency = config
+                .max_concurrency
+                .map_or(prepared.measured.len(), std::num::NonZeroUsize::get);
+            sim.announce(&prepared, concurrency).await;
+            if let Some(scale) = sim.pace(cell, plan.base.prompt.range_ratio) {
+                self.say(&format!("  simulator at {scale}x real time"));
+            }
+            gates.server_clock = sim.server_clock();
         }
-        let report = bench_core::execute(&config, &prepared, &self.stop, plan.progress).await?;
+        let report =
+            bench_core::execute_gated(&config, &prepared, &self.stop, plan.progress, gates).await?;
         let seconds = started.elapsed().as_secs_f64();
         let value = result::to_json(&report);
         // Every prompt completed, even if a signal came while the last ones finished.

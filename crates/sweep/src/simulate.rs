@@ -4,7 +4,15 @@
 //! with the same tokenizer as the client: the DeepSeek-V4 one that ships inside the binary, so
 //! the demo needs no files. When the matrix is not given, a smaller one keeps the demo short.
 //!
-//! **The demo shows the model, not the machine.** The simulator runs its schedule faster than
+//! **The demo shows the model, not the machine.** By default the simulator runs on its stepped
+//! clock (`--sim-clock stepped`, [`bench_sim::stepped`]): after each engine step it waits for this
+//! client to read every token and send what its closed loop owes (each cell's warm-up and
+//! measured phases are announced to it, [`Simulated::announce`]), and the client maps its stamps
+//! to the modelled instants of the simulator's windows ([`Simulated::server_clock`]). The figures
+//! are then the model's whatever the machine takes, so nothing below applies: no calibration, no
+//! pace, no cell run again.
+//!
+//! On the wall clock (`--sim-clock wall`) the simulator runs its schedule faster than
 //! real time, and every cost that does not scale (the HTTP round trip, waking threads: a few
 //! tenths of a millisecond per request) is multiplied by the time scale when the figures are
 //! converted back to the modelled deployment's time. So the demo measures that cost first
@@ -41,6 +49,9 @@ use std::sync::Mutex;
 const TOKENIZER_GZ: &[u8] =
     include_bytes!("../../../testdata/tokenizers/deepseek-v4/tokenizer.json.gz");
 
+/// The fastest the wall clock runs the demo, unless `--sim-time-scale` says otherwise.
+const DEMO_MAX_SCALE: f64 = 20.0;
+
 /// The demo's prompt seed, unless `--seed` gives another.
 const DEMO_SEED: u64 = 0;
 
@@ -76,6 +87,24 @@ pub struct Simulated {
     _tokenizer_dir: Option<tempfile::TempDir>,
 }
 
+impl Simulated {
+    /// Whether the simulator runs on its stepped clock (`--sim-clock stepped`).
+    pub fn stepped(&self) -> bool {
+        self.handle.stepped().is_some()
+    }
+
+    /// The simulator's stepped clock as the client's run sees it: told of every event read, and
+    /// mapping the run's stamps to modelled time; `None` on the wall clock.
+    pub fn server_clock(&self) -> Option<bench_core::ServerClock> {
+        let clock = Arc::clone(self.handle.stepped()?);
+        let reads = Arc::clone(&clock);
+        Some(bench_core::ServerClock {
+            reads: bench_core::client::ReadObserver(Arc::new(move || reads.event_read())),
+            map: Arc::new(move |t| clock.modelled(t)),
+        })
+    }
+}
+
 /// What the machine adds that a time scale magnifies (wall ms).
 #[derive(Debug, Default, Clone, Copy)]
 struct Measured {
@@ -101,6 +130,13 @@ impl Simulated {
     /// What a reader of the result files must know, when the simulator ran faster than real
     /// time.
     pub fn note(&self) -> Option<&'static str> {
+        if self.stepped() {
+            return Some(
+                "note: these results come from the built-in simulator on its stepped clock \
+                 (sim_clock in each file): their times are the modelled deployment's, whatever \
+                 this machine took",
+            );
+        }
         (self.max_scale > 1.0).then_some(
             "note: these results come from the built-in simulator running faster than real time \
              (sim_time_scale in each file): their latencies are that many times shorter and \
@@ -119,6 +155,10 @@ impl Simulated {
         input_len: u64,
         tokenizer: &Arc<bench_core::tokenizer::PromptTokenizer>,
     ) -> anyhow::Result<()> {
+        if self.stepped() {
+            // Nothing the machine takes shows in modelled time.
+            return Ok(());
+        }
         let mut c = base.clone();
         c.prompt.input_len = input_len;
         c.output_len = 2;
@@ -127,7 +167,7 @@ impl Simulated {
         c.max_concurrency = std::num::NonZeroUsize::new(1);
         c.save_detailed = false;
         let prepared = bench_core::prepare(&c, Arc::clone(tokenizer)).await?;
-        self.announce(&prepared).await;
+        self.announce(&prepared, 1).await;
         let stop = tokio_util::sync::CancellationToken::new();
         let report = bench_core::execute(
             &c,
@@ -189,8 +229,12 @@ impl Simulated {
             .map(|(_, _, ttft)| *ttft)
     }
 
-    /// Sets the time scale for `cell` (see the module doc) and returns it.
-    pub fn pace(&self, cell: &Cell, range_ratio: f64) -> f64 {
+    /// Sets the time scale for `cell` (see the module doc) and returns it; `None` on the
+    /// stepped clock, which has none.
+    pub fn pace(&self, cell: &Cell, range_ratio: f64) -> Option<f64> {
+        if self.stepped() {
+            return None;
+        }
         let shortest = (cell.input_len as f64 * (1.0 - range_ratio))
             .floor()
             .max(1.0) as u64;
@@ -211,12 +255,14 @@ impl Simulated {
             scale = scale.min(retry);
         }
         self.handle.set_time_scale(scale);
-        scale
+        Some(scale)
     }
 
     /// Lets the simulator count the cell's prompts before they are sent (see
-    /// [`SimHandle::pretokenize`]): at a time scale, counting them on arrival would be slow.
-    pub async fn announce(&self, prepared: &bench_core::run::Prepared) {
+    /// [`SimHandle::pretokenize`]): at a time scale, counting them on arrival would be slow. On
+    /// the stepped clock, also what the closed loop of `concurrency` streams will send: the
+    /// warm-up, then the measured requests.
+    pub async fn announce(&self, prepared: &bench_core::run::Prepared, concurrency: usize) {
         let bodies: Vec<&[u8]> = prepared
             .warmups
             .iter()
@@ -224,6 +270,14 @@ impl Simulated {
             .map(|p| p.body.as_ref())
             .collect();
         self.handle.pretokenize(&bodies).await;
+        let phase = |requests: usize| bench_sim::stepped::Phase {
+            requests: requests as u64,
+            concurrency: concurrency as u64,
+        };
+        self.handle.closed_loop(&[
+            phase(prepared.warmups.len()),
+            phase(prepared.measured.len()),
+        ]);
     }
 
     /// When the simulator fell behind its schedule during `report`'s run (see
@@ -236,6 +290,11 @@ impl Simulated {
     /// then carries the warning). A cell that kept up records its median TTFT, which paces the
     /// cells after it at the same input length.
     pub fn slow_down_if_late(&self, cell: &Cell, report: &bench_core::RunReport) -> Option<String> {
+        if self.stepped() {
+            // No pace to lower: what the machine took is not in the figures (a window that went
+            // on without the client is a warning of the result's own).
+            return None;
+        }
         self.learn_from(cell, report);
         let view = report.server.view.as_ref()?;
         let sim = view.sim.as_ref()?;
@@ -371,6 +430,8 @@ fn scale_that_meets(miss: &ScheduleMiss) -> f64 {
             share, time_scale, ..
         } => time_scale * SIM_LOST_SHARE / share / 2.0,
         ScheduleMiss::EventsLate { p99_ms, .. } => SIM_EVENT_P99_MODELLED_MS / p99_ms / 2.0,
+        // Only on the stepped clock, which is not paced: real time is the fallback.
+        ScheduleMiss::WindowsTimedOut { .. } => 1.0,
     }
 }
 
@@ -449,16 +510,29 @@ fn demo_tokenizer() -> anyhow::Result<(Option<tempfile::TempDir>, std::path::Pat
     Ok((Some(dir), path))
 }
 
+/// The clock the flags ask for: whether stepped, and the wall clock's fastest scale.
+fn clock_of(args: &SweepArgs) -> anyhow::Result<(bool, f64)> {
+    let stepped = args.sim_clock == crate::args::SimClock::Stepped;
+    anyhow::ensure!(
+        !(stepped && args.sim_time_scale.is_some()),
+        "--sim-time-scale: the stepped clock has no time scale (it waits for the client after \
+         every step); add --sim-clock wall to run on the wall clock, scaled"
+    );
+    let max_scale = args.sim_time_scale.unwrap_or(DEMO_MAX_SCALE);
+    anyhow::ensure!(
+        max_scale.is_finite() && max_scale > 0.0,
+        "--sim-time-scale: must be above 0"
+    );
+    Ok((stepped, max_scale))
+}
+
 /// Starts the simulator and points `args` at it, filling demo defaults the user did not set.
 pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     anyhow::ensure!(
         args.common.base_url.is_none(),
         "--simulate starts its own server: drop --base-url"
     );
-    anyhow::ensure!(
-        args.sim_time_scale.is_finite() && args.sim_time_scale > 0.0,
-        "--sim-time-scale: must be above 0"
-    );
+    let (stepped, max_scale) = clock_of(args)?;
     let (dir, tok_path) = demo_tokenizer()?;
     let model = if args.common.model == "default" {
         "sim-model".to_string()
@@ -472,7 +546,8 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
             bench_sim::timing::PRESETS.join(", ")
         )
     })?;
-    config.time_scale = args.sim_time_scale;
+    config.time_scale = max_scale;
+    config.stepped_clock = stepped;
     config.tokenizer = Some(tok_path.clone());
     let timing = config.timing.clone();
     let tp = match &config.timing {
@@ -480,11 +555,15 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
         bench_sim::timing::Timing::Fixed { .. } => 1,
     };
     let handle = Simulator::start(config, "127.0.0.1:0".parse()?).await?;
+    let clock = if handle.stepped().is_some() {
+        "on its stepped clock".to_string()
+    } else {
+        format!("up to {max_scale}x real time")
+    };
     eprintln!(
-        "started the built-in simulator at {} (preset {}, up to {}x real time)",
+        "started the built-in simulator at {} (preset {}, {clock})",
         handle.url(),
         args.sim_preset,
-        args.sim_time_scale
     );
     let c = &mut args.common;
     c.base_url = Some(handle.url());
@@ -522,7 +601,7 @@ pub async fn start(args: &mut SweepArgs) -> anyhow::Result<Simulated> {
     Ok(Simulated {
         handle,
         timing,
-        max_scale: args.sim_time_scale,
+        max_scale,
         retry_scale: Mutex::new(None),
         measured: Mutex::new(Measured::default()),
         medians: Mutex::new(Vec::new()),
@@ -607,6 +686,8 @@ mod tests {
             lost_seconds: 0.4,
             prompts_counted: 0.0,
             prompt_counting_mean_ms: None,
+            stepped_windows: None,
+            stepped_timeouts: None,
         };
         // 0.4 s lost of 10 s is 4% against 1%: a quarter of the scale, halved for room.
         // 2 ms late at P99 is 40 modelled ms at 20x against 20: 10x, halved for room.
@@ -644,7 +725,11 @@ mod tests {
         };
         let lone = sim.timing.lone_ttft(819).as_secs_f64() * 1e3;
         let alone = scale_for(lone, 0.5, 20.0);
-        assert_eq!(sim.pace(&cell(1024, 4), 0.2), alone, "nothing measured yet");
+        assert_eq!(
+            sim.pace(&cell(1024, 4), 0.2).expect("paced"),
+            alone,
+            "nothing measured yet"
+        );
         sim.medians.lock().expect("not poisoned").extend([
             (1024, 1, 2.0 * lone),
             (1024, 4, 6.0 * lone),
@@ -652,31 +737,31 @@ mod tests {
         ]);
         // The largest concurrency below the cell's, at its own input length.
         assert_eq!(
-            sim.pace(&cell(1024, 16), 0.2),
+            sim.pace(&cell(1024, 16), 0.2).expect("paced"),
             scale_for(6.0 * lone, 0.5, 20.0)
         );
         assert_eq!(
-            sim.pace(&cell(1024, 4), 0.2),
+            sim.pace(&cell(1024, 4), 0.2).expect("paced"),
             scale_for(2.0 * lone, 0.5, 20.0)
         );
-        assert_eq!(sim.pace(&cell(1024, 1), 0.2), alone);
+        assert_eq!(sim.pace(&cell(1024, 1), 0.2).expect("paced"), alone);
         assert_eq!(sim.handle.time_scale(), alone);
         // A measured median below the lone TTFT does not slow the cell down.
         sim.medians
             .lock()
             .expect("not poisoned")
             .push((1024, 2, 0.5 * lone));
-        assert_eq!(sim.pace(&cell(1024, 4), 0.2), alone);
+        assert_eq!(sim.pace(&cell(1024, 4), 0.2).expect("paced"), alone);
         // The closed loop's turnaround caps the scale: half the shortest step.
         let step = sim.shortest_step_ms();
         sim.measured.lock().expect("not poisoned").turnaround_ms = step / 6.0;
-        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2).expect("paced"), 3.0);
         // A lone stream's next request finds the engine idle: its turnaround does not pace it.
-        assert_eq!(sim.pace(&cell(1024, 1), 0.2), alone);
+        assert_eq!(sim.pace(&cell(1024, 1), 0.2).expect("paced"), alone);
         // A rerun's scale holds for the next cell only.
         *sim.retry_scale.lock().expect("not poisoned") = Some(1.5);
-        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 1.5);
-        assert_eq!(sim.pace(&cell(1024, 16), 0.2), 3.0);
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2).expect("paced"), 1.5);
+        assert_eq!(sim.pace(&cell(1024, 16), 0.2).expect("paced"), 3.0);
         sim.stop().await;
     }
 

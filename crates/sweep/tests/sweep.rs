@@ -238,16 +238,134 @@ fn a_simulator_that_cannot_keep_its_schedule_is_flagged_in_every_cell() {
     sims.stop(sim);
 }
 
-/// `sweep --simulate`, the demo, on a small matrix: it measures what the machine adds, paces
-/// each cell within the scale allowed, records the scale in every file, draws the charts, and
-/// tells the reader that the files are in scaled time, except when they are not.
+/// The per-request figures of a run's cells: (file, input tokens, TTFT, TPOT, E2EL in ms).
+fn request_rows(results: &Path) -> Vec<(String, u64, f64, f64, f64)> {
+    let mut rows = Vec::new();
+    for name in cell_files(results) {
+        let path = results.join(name.replace(".json", ".requests.jsonl"));
+        let text = std::fs::read_to_string(&path).expect("per-request file");
+        for line in text.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).expect("json line");
+            let ms = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+            rows.push((
+                name.clone(),
+                r["input_tokens"].as_u64().expect("input tokens"),
+                ms("ttft_ms"),
+                ms("tpot_ms"),
+                ms("e2el_ms"),
+            ));
+        }
+    }
+    rows
+}
+
+/// `sweep --simulate` on its stepped clock, the default: every cell records the model's own
+/// times, the same to the nanosecond with both cores taken by other work as on an idle machine,
+/// and a lone stream's TTFT is its prompt's prefill in the preset, exactly.
 #[test]
-fn the_demo_paces_each_cell_records_its_scale_and_draws_modelled_time() {
+fn the_stepped_demo_records_the_models_times_whatever_the_machine_takes() {
+    let idle = tempfile::tempdir().expect("tempdir");
+    let out = sweep(idle.path(), &["--simulate"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("on its stepped clock"), "{stderr}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("simulator at ")),
+        "no pace: {stderr}"
+    );
+    assert!(
+        stderr.contains("their times are the modelled deployment's"),
+        "{stderr}"
+    );
+    let busy = tempfile::tempdir().expect("tempdir");
+    let spinners: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("a spinning process")
+        })
+        .collect();
+    let loaded = sweep(busy.path(), &["--simulate"]).assert();
+    for mut s in spinners {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    loaded.success();
+    let names = cell_files(idle.path());
+    assert_eq!(names.len(), 4, "{stderr}");
+    for name in &names {
+        let cell: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(idle.path().join(name)).expect("cell"))
+                .expect("json");
+        assert_eq!(cell["sim_clock"], "stepped", "{name}");
+        assert_eq!(cell["sim_time_scale"], 1.0, "{name}");
+        assert_eq!(cell["sim_stepped_timeouts"], 0.0, "{name}");
+        assert_eq!(cell["sim_kept_schedule"], true, "{name}");
+    }
+    let (quiet, loaded) = (request_rows(idle.path()), request_rows(busy.path()));
+    assert_eq!(quiet.len(), 40);
+    for (a, b) in quiet.iter().zip(&loaded) {
+        assert_eq!((&a.0, a.1), (&b.0, b.1), "the same requests");
+        for (x, y) in [(a.2, b.2), (a.3, b.3), (a.4, b.4)] {
+            assert!(
+                (x - y).abs() < 1e-6,
+                "{a:?} idle, {b:?} with both cores taken"
+            );
+        }
+    }
+    let timing = bench_sim::timing::preset("minimax-m2-tp4").expect("the demo's preset");
+    for (name, input, ttft, ..) in quiet.iter().filter(|r| r.0.ends_with("_conc1.json")) {
+        let lone = timing.lone_ttft(*input).as_secs_f64() * 1e3;
+        // It arrives at an idle engine, which starts the nanosecond after.
+        assert!(
+            (ttft - lone).abs() < 1e-3,
+            "{name}: {ttft} ms against {lone} ms"
+        );
+    }
+}
+
+/// The stepped clock has no time scale: asking for one without the wall clock is an error that
+/// says what to add, before anything runs.
+#[test]
+fn a_time_scale_without_the_wall_clock_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sweep(dir.path(), &["--simulate", "--sim-time-scale", "5"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--sim-time-scale: the stepped clock has no time scale",
+        ))
+        .stderr(predicate::str::contains("--sim-clock wall"));
+    assert!(cell_files(dir.path()).is_empty());
+    sweep(
+        dir.path(),
+        &["--simulate", "--sim-clock", "wall", "--sim-time-scale", "0"],
+    )
+    .assert()
+    .failure()
+    .stderr(predicate::str::contains(
+        "--sim-time-scale: must be above 0",
+    ));
+}
+
+/// `sweep --simulate --sim-clock wall`, on a small matrix: it measures what the machine adds,
+/// paces each cell within the scale allowed, records the scale in every file, draws the charts,
+/// and tells the reader that the files are in scaled time, except when they are not.
+#[test]
+fn the_wall_clock_demo_paces_each_cell_records_its_scale_and_draws_modelled_time() {
     for max in [6.0, 1.0] {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = sweep(
             dir.path(),
-            &["--simulate", "--sim-time-scale", &max.to_string()],
+            &[
+                "--simulate",
+                "--sim-clock",
+                "wall",
+                "--sim-time-scale",
+                &max.to_string(),
+            ],
         )
         .assert()
         .success();
