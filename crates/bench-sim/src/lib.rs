@@ -6,8 +6,10 @@
 //! the [`truth::TruthLog`] of what it did. The `bench-sim` binary wraps the same call.
 //!
 //! Modules: [`timing`] (step-time formula and presets), [`engine`] (continuous batching),
-//! [`wire`] (its own request and reply types, copied from a real vLLM's replies), [`server`]
-//! (routes), `reply` (one request's token stream), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`] (`/metrics`).
+//! [`stepped`] (the clock that waits for an in-process client between steps), [`wire`] (its own
+//! request and reply types, copied from a real vLLM's replies), [`server`] (routes), `reply` (one
+//! request's token stream), [`fault`] (seeded fault injection), [`truth`] (the record), [`prom`]
+//! (`/metrics`).
 
 pub mod command;
 pub mod engine;
