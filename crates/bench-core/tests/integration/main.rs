@@ -9,6 +9,7 @@ mod merge;
 mod prompts;
 mod schema;
 mod steady;
+mod stepped;
 mod support;
 mod tls;
 mod token_gaps;
