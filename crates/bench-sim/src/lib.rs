@@ -232,10 +232,7 @@ impl SimHandle {
     /// The stepped clock the engine runs on, when [`SimConfig::stepped_clock`] asked for one and
     /// the timing has steps: the client reports its reads to it and maps its stamps through it.
     pub fn stepped(&self) -> Option<&Arc<stepped::SteppedClock>> {
-        match &self.state.engine {
-            Engine::Batching { stepped, .. } => stepped.as_ref(),
-            Engine::Fixed { .. } => None,
-        }
+        self.state.stepped()
     }
 
     /// Tells a stepped clock that the latest announcement ([`SimHandle::pretokenize`]) is a
@@ -328,7 +325,6 @@ impl Simulator {
             known_prompts: Mutex::new(std::collections::HashMap::new()),
             order: order::AnnouncedOrder::default(),
             last_counts: Mutex::new(std::collections::HashMap::new()),
-            stepped,
         });
         if let Some(after) = state.config.restart_after {
             tokio::spawn(scripted_restart(Arc::clone(&state), after));

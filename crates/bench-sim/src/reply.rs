@@ -125,7 +125,7 @@ impl Reply {
                 Some(Ok(self.token_chunk(finish)))
             };
             // After its event, if it has one, was counted handed over (see `crate::stepped`).
-            if let Some(clock) = &self.state.stepped {
+            if let Some(clock) = self.state.stepped() {
                 clock.consumed.fetch_add(1, Ordering::SeqCst);
                 if chunk.is_none() {
                     // No event for the client to read: nothing else would wake the engine.
@@ -235,7 +235,7 @@ impl Reply {
     fn record_event(&mut self, tokens: u32) {
         let at = self.state.clock(Instant::now());
         if tokens > 0 {
-            if let Some(clock) = &self.state.stepped {
+            if let Some(clock) = self.state.stepped() {
                 clock.handed.fetch_add(1, Ordering::SeqCst);
             }
             if let Some(due) = self.last_due {

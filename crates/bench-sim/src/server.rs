@@ -43,19 +43,9 @@ pub struct AppState {
     pub known_prompts: Mutex<HashMap<(usize, u64), Known>>,
     /// The order announced requests are handed to the engine in.
     pub order: AnnouncedOrder,
-    /// The stepped clock the engine runs on, if it does ([`crate::stepped`]).
-    pub stepped: Option<Arc<crate::stepped::SteppedClock>>,
     /// The token counts of the last announcement's prompts, by `prompt_key`: an announcement
     /// that repeats them (a run of the same requests again) counts only the prompts it adds.
     pub last_counts: Mutex<HashMap<(usize, u64), u64>>,
-}
-
-impl AppState {
-    /// What happened at wall instant `wall`, on the engine's clock: the same instant, or on a
-    /// stepped clock the modelled instant of the window open then.
-    pub fn clock(&self, wall: Instant) -> Instant {
-        self.stepped.as_ref().map_or(wall, |c| c.modelled(wall))
-    }
 }
 
 /// An announced prompt: its tokens, and where each request sending it stands in the announced
@@ -75,6 +65,17 @@ pub(crate) fn prompt_key(text: &str) -> (usize, u64) {
 }
 
 impl AppState {
+    /// What happened at wall instant `wall`, on the engine's clock: the same instant, or on a
+    /// stepped clock the modelled instant of the window open then.
+    pub fn clock(&self, wall: Instant) -> Instant {
+        self.stepped().map_or(wall, |c| c.modelled(wall))
+    }
+
+    /// The stepped clock the engine runs on, if it does ([`crate::stepped`]).
+    pub fn stepped(&self) -> Option<&Arc<crate::stepped::SteppedClock>> {
+        self.stats.stepped.get()
+    }
+
     fn ready(&self) -> bool {
         let now = Instant::now();
         let started = now >= self.started + self.config.slow_start;
