@@ -87,24 +87,6 @@ pub struct Simulated {
     _tokenizer_dir: Option<tempfile::TempDir>,
 }
 
-impl Simulated {
-    /// Whether the simulator runs on its stepped clock (`--sim-clock stepped`).
-    pub fn stepped(&self) -> bool {
-        self.handle.stepped().is_some()
-    }
-
-    /// The simulator's stepped clock as the client's run sees it: told of every event read, and
-    /// mapping the run's stamps to modelled time; `None` on the wall clock.
-    pub fn server_clock(&self) -> Option<bench_core::ServerClock> {
-        let clock = Arc::clone(self.handle.stepped()?);
-        let reads = Arc::clone(&clock);
-        Some(bench_core::ServerClock {
-            reads: bench_core::client::ReadObserver(Arc::new(move || reads.event_read())),
-            map: Arc::new(move |t| clock.modelled(t)),
-        })
-    }
-}
-
 /// What the machine adds that a time scale magnifies (wall ms).
 #[derive(Debug, Default, Clone, Copy)]
 struct Measured {
@@ -127,6 +109,22 @@ impl Measured {
 }
 
 impl Simulated {
+    /// Whether the simulator runs on its stepped clock (`--sim-clock stepped`).
+    pub fn stepped(&self) -> bool {
+        self.handle.stepped().is_some()
+    }
+
+    /// The simulator's stepped clock as the client's run sees it: told of every event read, and
+    /// mapping the run's stamps to modelled time; `None` on the wall clock.
+    pub fn server_clock(&self) -> Option<bench_core::ServerClock> {
+        let clock = Arc::clone(self.handle.stepped()?);
+        let reads = Arc::clone(&clock);
+        Some(bench_core::ServerClock {
+            reads: bench_core::client::ReadObserver(Arc::new(move || reads.event_read())),
+            map: Arc::new(move |t| clock.modelled(t)),
+        })
+    }
+
     /// What a reader of the result files must know, when the simulator ran faster than real
     /// time.
     pub fn note(&self) -> Option<&'static str> {
@@ -269,7 +267,18 @@ impl Simulated {
             .chain(prepared.measured.iter())
             .map(|p| p.body.as_ref())
             .collect();
-        self.handle.pretokenize(&bodies).await;
+        let announced = self.handle.pretokenize(&bodies).await;
+        if announced.known < bodies.len() {
+            // Requests out of the announced order have no place in a phase.
+            if self.stepped() {
+                eprintln!(
+                    "  warning: the simulator could not count this cell's prompts ahead, so its \
+                     stepped clock does not know the closed loop: a request sent late may join a \
+                     later step than the model's"
+                );
+            }
+            return;
+        }
         let phase = |requests: usize| bench_sim::stepped::Phase {
             requests: requests as u64,
             concurrency: concurrency as u64,
