@@ -26,6 +26,10 @@
 //! lateness stayed under the bound that judges a run: a distortion nothing would have reported.
 //! Restarting shifts the whole schedule with the late step, so every request still joins the
 //! step it would have, and the time lost is counted and judged.
+//!
+//! [`Scheduler::run_stepped`] drives the same scheduler on the stepped clock ([`crate::stepped`]):
+//! it never sleeps, and plans each step when the window after the one before has closed, so no
+//! step can be late and no time is lost.
 
 use crate::engine::{Admission, Emit, EngineStats, FinishReason};
 use crate::lateness::STEP_TOLERANCE;
