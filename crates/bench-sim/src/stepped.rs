@@ -108,6 +108,16 @@ impl SteppedClock {
         self.wake();
     }
 
+    /// The closed loop is over (its client stopped sending): nothing is owed any more, and
+    /// windows wait only for reads.
+    pub fn end_loop(&self) {
+        if let Ok(mut p) = self.phases.lock() {
+            p.generation += 1;
+            p.list.clear();
+        }
+        self.wake();
+    }
+
     pub(crate) fn phases(&self) -> Phases {
         self.phases.lock().map(|p| p.clone()).unwrap_or_default()
     }

@@ -256,3 +256,39 @@ async fn requests_join_steps_as_they_would_in_real_time() {
     }
     handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_ended_early_owes_nothing_more() {
+    // Four requests, two at a time, but the client stops after the first two: once it says so,
+    // the one still streaming runs to its end without a window waiting for a third.
+    let handle = sim().await;
+    let bodies = vec![body(0, 2), body(1, 8), body(2, 2), body(3, 2)];
+    assert_eq!(handle.pretokenize(&bodies).await.known, 4);
+    handle.closed_loop(&[Phase {
+        requests: 4,
+        concurrency: 2,
+    }]);
+    let clock = Arc::clone(handle.stepped().expect("a stepped clock"));
+    let client = Client {
+        http: reqwest::Client::new(),
+        url: format!("{}/v1/completions", handle.url()),
+        bodies: Arc::new(bodies),
+        clock: Arc::clone(&clock),
+        delays: false,
+    };
+    let long = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(1).await })
+    };
+    let (_, _, first) = client.send(0).await;
+    assert_eq!(first.len(), 2);
+    clock.end_loop();
+    let (_, _, second) = long.await.expect("the long request");
+    assert_eq!(second.len(), 8);
+    assert_eq!(
+        clock.timeouts(),
+        0,
+        "no window waited for the requests never sent"
+    );
+    handle.stop().await;
+}

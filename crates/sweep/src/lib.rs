@@ -88,7 +88,9 @@ pub async fn run_until(args: SweepArgs, stop: Stop) -> anyhow::Result<SweepOutco
     }
     let mut args = args;
     let simulated = if args.simulate {
-        Some(simulate::start(&mut args).await?)
+        let sim = simulate::start(&mut args).await?;
+        sim.release_on(stop.token().clone());
+        Some(sim)
     } else {
         None
     };

@@ -114,6 +114,19 @@ impl Simulated {
         self.handle.stepped().is_some()
     }
 
+    /// When `stop` fires, tells the stepped clock that the closed loop is over: the requests
+    /// still streaming finish at once instead of waiting for ones the stopped client will not
+    /// send.
+    pub fn release_on(&self, stop: tokio_util::sync::CancellationToken) {
+        if let Some(clock) = self.handle.stepped() {
+            let clock = Arc::clone(clock);
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                clock.end_loop();
+            });
+        }
+    }
+
     /// The simulator's stepped clock as the client's run sees it: told of every event read, and
     /// mapping the run's stamps to modelled time; `None` on the wall clock.
     pub fn server_clock(&self) -> Option<bench_core::ServerClock> {
