@@ -16,7 +16,8 @@ enum Misbehaviour {
     GigabyteErrorBody,
     /// An event whose JSON is not UTF-8.
     InvalidUtf8,
-    /// A redirect elsewhere.
+    /// A redirect elsewhere, on a connection the server then closes, as it says (a close it
+    /// did not announce would race the client's next request on the kept-alive connection).
     Redirect,
     /// Accepts, reads the request, never answers.
     Silent,
@@ -73,7 +74,7 @@ async fn answer(mut sock: tokio::net::TcpStream, how: Misbehaviour) {
                 .await
         }
         Misbehaviour::Redirect => {
-            sock.write_all(b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.invalid/v1/completions\r\ncontent-length: 0\r\n\r\n")
+            sock.write_all(b"HTTP/1.1 302 Found\r\nlocation: http://elsewhere.invalid/v1/completions\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .await
         }
         Misbehaviour::Silent => {
