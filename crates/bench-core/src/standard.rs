@@ -78,19 +78,16 @@ impl Standard {
         max_event_bytes: usize,
         mut on_event: impl FnMut(SseFrame<'_>, Instant) -> Flow,
     ) -> Result<Status, TransportError> {
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body);
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = self
-            .within_idle(request.send())
-            .await?
-            .map_err(send_error)?;
+        let response = match self.send(headers, body.clone()).await? {
+            Ok(response) => response,
+            // The server reset the connection before any response (a pooled connection whose
+            // keep-alive close crossed the request, as on the native transport): it never read
+            // the request, so the request goes once more. Any other failure is measured as is.
+            Err(e) if reset_before_head(&e) => {
+                self.send(headers, body).await?.map_err(send_error)?
+            }
+            Err(e) => return Err(send_error(e)),
+        };
         let code = response.status().as_u16();
         if code != 200 {
             return Ok(Status {
@@ -140,6 +137,24 @@ impl Standard {
             code,
             error_body: Vec::new(),
         })
+    }
+
+    /// Sends the request and waits for its response head, within the idle limit.
+    async fn send(
+        &self,
+        headers: &[(&str, &str)],
+        body: bytes::Bytes,
+    ) -> Result<reqwest::Result<reqwest::Response>, TransportError> {
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        self.within_idle(request.send()).await
     }
 
     /// The first bytes of a failed reply's body.
@@ -246,6 +261,23 @@ impl ChunkChecks {
     fn last_chunk_at(&self) -> Instant {
         self.origin + Duration::from_nanos(self.last_chunk_ns.load(Ordering::Relaxed))
     }
+}
+
+/// Whether a request failed because the server reset its connection before any response: the
+/// server's kernel resets a connection whose request arrived after its server closed it, or was
+/// still unread when it did; a server that read the request and then closed sends no reset.
+fn reset_before_head(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Why a request got no response: the connection could not be opened (`Connect`), or it was
